@@ -1,0 +1,67 @@
+"""The import arrows of the package stay pointed one way.
+
+``trio_am._core`` is the sans-I/O machine: it must not import Trio or any I/O, wire or UI
+library. Importing ``trio_am`` itself must not pull in optional heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "trio_am"
+CORE_DIR = PACKAGE_DIR / "_core"
+
+CORE_FORBIDDEN = frozenset({"trio", "msgpack", "urwid", "opentelemetry"})
+IMPORT_FORBIDDEN = ("urwid", "opentelemetry")
+
+
+def _core_files() -> list[Path]:
+    return sorted(CORE_DIR.rglob("*.py"))
+
+
+def _imported_top_modules(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, top-level module) for every absolute import in the tree, anywhere in it."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+    return found
+
+
+def test_core_has_modules() -> None:
+    # Guards the parametrised test below against passing vacuously.
+    assert _core_files(), f"no Python files under {CORE_DIR}"
+
+
+@pytest.mark.parametrize("path", _core_files(), ids=lambda p: str(p.relative_to(PACKAGE_DIR)))
+def test_core_imports_no_io(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    bad = [
+        f"{path.relative_to(PACKAGE_DIR.parent)}:{line}: imports {mod}"
+        for line, mod in _imported_top_modules(tree)
+        if mod in CORE_FORBIDDEN
+    ]
+    assert not bad, "trio_am._core must stay sans-I/O:\n" + "\n".join(bad)
+
+
+def test_import_trio_am_loads_no_optional_deps() -> None:
+    code = "import json, sys\nimport trio_am\nprint(json.dumps(sorted(sys.modules)))\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=PACKAGE_DIR.parent,
+    )
+    assert proc.returncode == 0, proc.stderr
+    modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    loaded = [m for m in modules if any(m == f or m.startswith(f + ".") for f in IMPORT_FORBIDDEN)]
+    assert not loaded, f"`import trio_am` loaded {loaded}"

@@ -1,0 +1,1 @@
+"""The Trio layer: machine lifetime, nursery, cancel scopes, awaitable waiters."""
