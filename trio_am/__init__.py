@@ -46,7 +46,7 @@ from ._errors import SubscriptionClosed as SubscriptionClosed
 from ._runtime._machine import Machine as Machine
 from ._runtime._machine import open_machine as open_machine
 from ._runtime._scopes import StateCtx as StateCtx
-from ._runtime._waiters import TimeoutError as TimeoutError  # noqa: A004
+from ._runtime._waiters import TimeoutError as TimeoutError
 from ._runtime._waiters import Waiter as Waiter
 from .args import args_converter as args_converter
 from .args import log_field as log_field

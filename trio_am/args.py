@@ -87,7 +87,7 @@ def typed_args(prefix: str, state: str = "Any") -> Callable[[type[T]], type[T]]:
         cls.__am_log_fields__ = {  # type: ignore[attr-defined]
             f.name: str(f.metadata["log"]) for f in attrs.fields(cls) if "log" in f.metadata
         }
-        return cls
+        return cls  # type: ignore[return-value]  # attrs.has narrows to AttrsInstance
 
     return deco
 
@@ -145,7 +145,9 @@ def structure_args(args: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in args.items():
         cls = _REGISTRY.get(k)
-        out[k] = args_converter.structure(v, cls) if cls is not None and isinstance(v, Mapping) else v
+        out[k] = (
+            args_converter.structure(v, cls) if cls is not None and isinstance(v, Mapping) else v
+        )
     return out
 
 

@@ -208,7 +208,9 @@ async def add1_sync(mach: Machine, state: str, args: dict[str, Any] | None = Non
     return await _settle(mach, mach.add1(state, args), lambda: mach.is1(state))
 
 
-async def add_sync(mach: Machine, states: Sequence[str], args: dict[str, Any] | None = None) -> Result:
+async def add_sync(
+    mach: Machine, states: Sequence[str], args: dict[str, Any] | None = None
+) -> Result:
     """Like :func:`add1_sync` for several states (all must be active)."""
     return await _settle(mach, mach.add(states, args), lambda: mach.is_all(states))
 
@@ -241,7 +243,9 @@ def group_when1(machs: Iterable[Machine], state: str) -> list[Waiter]:
     machs = list(machs)
     for m in machs:
         if not m.has1(state):
-            raise StateUnknownError(f"group_when1: no state {state!r}", machine_id=m.id, state=state)
+            raise StateUnknownError(
+                f"group_when1: no state {state!r}", machine_id=m.id, state=state
+            )
     return [m.when1(state) for m in machs]
 
 
@@ -292,7 +296,7 @@ class MutRequest:
         """A fresh request with the same settings."""
         return MutRequest(
             self.mach,
-            self.kind,  # type: ignore[arg-type]
+            self.kind,
             self.states,
             self.args,
             retries=self.retries,
@@ -327,21 +331,29 @@ class MutRequest:
                 delay = min(delay * 2, self.backoff)
 
 
-def request_add(mach: Machine, states: Sequence[str], args: dict[str, Any] | None = None, **kw: Any) -> MutRequest:
+def request_add(
+    mach: Machine, states: Sequence[str], args: dict[str, Any] | None = None, **kw: Any
+) -> MutRequest:
     """A :class:`MutRequest` adding ``states``."""
     return MutRequest(mach, "add", states, args, **kw)
 
 
-def request_add1(mach: Machine, state: str, args: dict[str, Any] | None = None, **kw: Any) -> MutRequest:
+def request_add1(
+    mach: Machine, state: str, args: dict[str, Any] | None = None, **kw: Any
+) -> MutRequest:
     """A :class:`MutRequest` adding one state."""
     return MutRequest(mach, "add", [state], args, **kw)
 
 
-def request_remove(mach: Machine, states: Sequence[str], args: dict[str, Any] | None = None, **kw: Any) -> MutRequest:
+def request_remove(
+    mach: Machine, states: Sequence[str], args: dict[str, Any] | None = None, **kw: Any
+) -> MutRequest:
     """A :class:`MutRequest` removing ``states``."""
     return MutRequest(mach, "remove", states, args, **kw)
 
 
-def request_remove1(mach: Machine, state: str, args: dict[str, Any] | None = None, **kw: Any) -> MutRequest:
+def request_remove1(
+    mach: Machine, state: str, args: dict[str, Any] | None = None, **kw: Any
+) -> MutRequest:
     """A :class:`MutRequest` removing one state."""
     return MutRequest(mach, "remove", [state], args, **kw)

@@ -84,7 +84,9 @@ def _add_to(target: Engine, state: str, e: Event | None, args: Any) -> None:
         target.add1(state, args, event=e)
 
 
-def pipe_add(source: Engine, target: Engine, source_state: str, target_state: str | None = None) -> PipeBinding:
+def pipe_add(
+    source: Engine, target: Engine, source_state: str, target_state: str | None = None
+) -> PipeBinding:
     """When ``source_state`` activates in ``source``, add ``target_state`` (default: the
     same name) to ``target`` with the same args (plus ``Exception`` for ``Err*`` states)."""
     ts = target_state or source_state
@@ -96,7 +98,9 @@ def pipe_add(source: Engine, target: Engine, source_state: str, target_state: st
     )
 
 
-def pipe_add_flat(source: Engine, target: Engine, source_state: str, target_state: str | None = None) -> PipeBinding:
+def pipe_add_flat(
+    source: Engine, target: Engine, source_state: str, target_state: str | None = None
+) -> PipeBinding:
     """Like :func:`pipe_add`, without args, skipped when the target state is already active."""
     ts = target_state or source_state
 
@@ -105,10 +109,14 @@ def pipe_add_flat(source: Engine, target: Engine, source_state: str, target_stat
             target.add1(ts, event=e)
 
     _check(source, target, [(source_state, ts)])
-    return _bind(source, f"addflat:{source_state}>{target.id}:{ts}", {f"{source_state}_state": handler})
+    return _bind(
+        source, f"addflat:{source_state}>{target.id}:{ts}", {f"{source_state}_state": handler}
+    )
 
 
-def pipe_remove(source: Engine, target: Engine, source_state: str, target_state: str | None = None) -> PipeBinding:
+def pipe_remove(
+    source: Engine, target: Engine, source_state: str, target_state: str | None = None
+) -> PipeBinding:
     """When ``source_state`` deactivates in ``source``, remove ``target_state`` from
     ``target`` with the same args."""
     ts = target_state or source_state
@@ -120,7 +128,9 @@ def pipe_remove(source: Engine, target: Engine, source_state: str, target_state:
     )
 
 
-def pipe_remove_flat(source: Engine, target: Engine, source_state: str, target_state: str | None = None) -> PipeBinding:
+def pipe_remove_flat(
+    source: Engine, target: Engine, source_state: str, target_state: str | None = None
+) -> PipeBinding:
     """Like :func:`pipe_remove`, without args, skipped when the target state is inactive."""
     ts = target_state or source_state
 
@@ -129,7 +139,9 @@ def pipe_remove_flat(source: Engine, target: Engine, source_state: str, target_s
             target.remove1(ts, event=e)
 
     _check(source, target, [(source_state, ts)])
-    return _bind(source, f"removeflat:{source_state}>{target.id}:{ts}", {f"{source_state}_end": handler})
+    return _bind(
+        source, f"removeflat:{source_state}>{target.id}:{ts}", {f"{source_state}_end": handler}
+    )
 
 
 def bind(
@@ -154,7 +166,12 @@ def bind(
     )
 
 
-def bind_many(source: Engine, target: Engine, states: Sequence[str], target_states: Sequence[str] | None = None) -> PipeBinding:
+def bind_many(
+    source: Engine,
+    target: Engine,
+    states: Sequence[str],
+    target_states: Sequence[str] | None = None,
+) -> PipeBinding:
     """:func:`bind` for each pair of ``states`` and ``target_states`` (default: same names)."""
     tss = list(target_states) if target_states is not None else list(states)
     if len(tss) != len(states):
@@ -165,12 +182,16 @@ def bind_many(source: Engine, target: Engine, states: Sequence[str], target_stat
     return out
 
 
-def bind_ready(source: Engine, target: Engine, state: str = "Ready", target_state: str | None = None) -> PipeBinding:
+def bind_ready(
+    source: Engine, target: Engine, state: str = "Ready", target_state: str | None = None
+) -> PipeBinding:
     """:func:`bind` for a readiness state (default ``Ready``)."""
     return bind(source, target, state, target_state, target_state)
 
 
-def bind_start(source: Engine, target: Engine, state: str = "Start", target_state: str | None = None) -> PipeBinding:
+def bind_start(
+    source: Engine, target: Engine, state: str = "Start", target_state: str | None = None
+) -> PipeBinding:
     """:func:`bind` for a start state (default ``Start``)."""
     return bind(source, target, state, target_state, target_state)
 
@@ -213,7 +234,12 @@ def bind_connected(
     return _bind(source, f"connected>{target.id}", final)
 
 
-def bind_any(source: Engine, target: Engine, states: Sequence[str] | None = None, target_states: Sequence[str] | None = None) -> PipeBinding:
+def bind_any(
+    source: Engine,
+    target: Engine,
+    states: Sequence[str] | None = None,
+    target_states: Sequence[str] | None = None,
+) -> PipeBinding:
     """After every accepted source transition, ``set`` the target's states to the
     source's active ones (among ``states``, mapped to ``target_states``), unless they
     already match."""
@@ -232,7 +258,12 @@ def bind_any(source: Engine, target: Engine, states: Sequence[str] | None = None
     return _bind(source, f"any>{target.id}", {"any_state": handler})
 
 
-def sync(source: Engine, target: Engine, states: Sequence[str], target_states: Sequence[str] | None = None) -> PipeBinding:
+def sync(
+    source: Engine,
+    target: Engine,
+    states: Sequence[str],
+    target_states: Sequence[str] | None = None,
+) -> PipeBinding:
     """Mirror the current values of ``states`` onto the target now (one add, one remove)
     and keep mirroring them (as :func:`bind_many`)."""
     tss = list(target_states) if target_states is not None else list(states)

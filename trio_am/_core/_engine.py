@@ -36,16 +36,15 @@ from ._subs import CtxBase, Registry, Sub
 from ._tracer import TracerTables
 from ._types import (
     ADD,
-    EMPTY_ARGS,
     EVAL,
     REMOVE,
     SET,
     Clock,
     Event,
     LogLevel,
-    MutSource,
     Mutation,
     MutationType,
+    MutSource,
     Result,
     Step,
     Time,
@@ -90,7 +89,9 @@ def _popcount(m: int) -> int:
 class _Breakpoint:
     __slots__ = ("added", "hook", "removed", "strict")
 
-    def __init__(self, added: int, removed: int, strict: bool, hook: Callable[[Mutation], Any] | None) -> None:
+    def __init__(
+        self, added: int, removed: int, strict: bool, hook: Callable[[Mutation], Any] | None
+    ) -> None:
         self.added = added
         self.removed = removed
         self.strict = strict
@@ -477,7 +478,12 @@ class Engine:
                 lines.append("    |Auto     true")
             if st.multi:
                 lines.append("    |Multi    true")
-            for label, rel in (("Add", st.add), ("Require", st.require), ("Remove", st.remove), ("After", st.after)):
+            for label, rel in (
+                ("Add", st.add),
+                ("Require", st.require),
+                ("Remove", st.remove),
+                ("After", st.after),
+            ):
                 if rel:
                     lines.append(f"    |{label:<9}{' '.join(rel)}")
         return "\n".join(lines) + ("\n" if lines else "")
@@ -526,7 +532,10 @@ class Engine:
             if self._ctxs:
                 self._ctxs = {new.index[old.names[i]]: ctx for i, ctx in self._ctxs.items()}
             if self._reg is not None and self._reg.count:
-                raise Error("verify_states cannot reorder states with pending subscriptions", machine_id=self._id)
+                raise Error(
+                    "verify_states cannot reorder states with pending subscriptions",
+                    machine_id=self._id,
+                )
             self._rebuild_tables()
         self._states_verified = True
         self._trace("verify_states", self)
@@ -549,10 +558,14 @@ class Engine:
         old = self._c
         dropped = [n for n in old.names if n not in norm]
         if dropped:
-            raise SchemaError(f"set_schema: a schema may only grow; missing {dropped}", machine_id=self._id)
+            raise SchemaError(
+                f"set_schema: a schema may only grow; missing {dropped}", machine_id=self._id
+            )
         order = list(old.names) + [n for n in norm if n not in old.index]
         if names is not None:
-            if sorted(names) != sorted(order) and sorted([*names, BUILTIN_EXCEPTION]) != sorted(order):
+            if sorted(names) != sorted(order) and sorted([*names, BUILTIN_EXCEPTION]) != sorted(
+                order
+            ):
                 raise SchemaError("set_schema: names do not match the schema", machine_id=self._id)
             order = [n for n in names if n in norm] + [n for n in order if n not in names]
         new = _compile(norm, order)
@@ -562,7 +575,9 @@ class Engine:
         if self._ctxs:
             self._ctxs = {new.index[old.names[i]]: ctx for i, ctx in self._ctxs.items()}
         if self._reg is not None and self._reg.count and order[: old.n] != list(old.names):
-            raise Error("set_schema cannot reorder states with pending subscriptions", machine_id=self._id)
+            raise Error(
+                "set_schema cannot reorder states with pending subscriptions", machine_id=self._id
+            )
         self._c = new
         self._rebuild_tables()
         self._trace("schema_change", self, old.schema)
@@ -609,7 +624,9 @@ class Engine:
         names = list(data["state_names"])
         ticks = [int(t) for t in data["time"]]
         if sorted(names) != sorted(self._c.names) or len(ticks) != len(names):
-            raise Error("import_data: the snapshot's states do not match the schema", machine_id=self._id)
+            raise Error(
+                "import_data: the snapshot's states do not match the schema", machine_id=self._id
+            )
         self.verify_states(names)
         self._ticks = ticks
         self._active = sum(1 << i for i, t in enumerate(ticks) if t & 1)
@@ -647,7 +664,9 @@ class Engine:
         found = from_maps(negotiation, final, self._c.index, self._id)
         return self._add_binding(found, id or "maps")
 
-    def _add_binding(self, found: dict[str, tuple[str, str, Callable[[Any], Any]]], base_id: str) -> str:
+    def _add_binding(
+        self, found: dict[str, tuple[str, str, Callable[[Any], Any]]], base_id: str
+    ) -> str:
         if self._disposed:
             raise Error("cannot bind handlers to a disposed machine", machine_id=self._id)
         bid = base_id
@@ -690,8 +709,12 @@ class Engine:
         for b in self._bindings:
             for name, (state, _kind, _fn) in b.handlers.items():
                 for s in state.split("\0"):
-                    if s != "Any" and s not in self._c.index:  # pragma: no cover - schema only grows
-                        raise HandlerBindError(f"handler {name!r} lost its state", machine_id=self._id)
+                    if (
+                        s != "Any" and s not in self._c.index
+                    ):  # pragma: no cover - schema only grows
+                        raise HandlerBindError(
+                            f"handler {name!r} lost its state", machine_id=self._id
+                        )
         self._tables = Tables(self._c.n, self._c.index, self._bindings)
 
     # ------------------------------------------------------------------ tracers & logs
@@ -727,7 +750,10 @@ class Engine:
                 fn(*args)
             except Exception as exc:
                 _logger.exception(
-                    "tracer %r raised in %s and was detached", tracer, hook, extra={"machine_id": self._id}
+                    "tracer %r raised in %s and was detached",
+                    tracer,
+                    hook,
+                    extra={"machine_id": self._id},
                 )
                 self.internal_errors.append(exc)
                 self.detach_tracer(tracer)
@@ -786,7 +812,7 @@ class Engine:
         if mapper is None:
             from ._logargs import default_log_args
 
-            shown = default_log_args(args)
+            shown: Mapping[str, str] = default_log_args(args)
         else:
             shown = mapper(args)
         if not shown:
@@ -924,7 +950,9 @@ class Engine:
         """
         return self._add_err((), 0, err, args, event)
 
-    def add_err_state(self, state: str, err: Any, args: Args = None, *, event: Event | None = None) -> Result:
+    def add_err_state(
+        self, state: str, err: Any, args: Args = None, *, event: Event | None = None
+    ) -> Result:
         """Like :meth:`add_err`, adding ``state`` together with ``Exception``."""
         i = self._idx(state)
         return self._add_err((i,), 1 << i, err, args, event)
@@ -932,7 +960,9 @@ class Engine:
     def _is_cancellation(self, err: object) -> bool:
         return False
 
-    def _add_err(self, called: tuple[int, ...], mask: int, err: Any, args: Args, event: Event | None) -> Result:
+    def _add_err(
+        self, called: tuple[int, ...], mask: int, err: Any, args: Args, event: Event | None
+    ) -> Result:
         if self._disposed or self._disposing:
             return _CANCELED
         if err is None or self._is_cancellation(err):
@@ -1043,7 +1073,10 @@ class Engine:
             mut.queue_tick = tick = self._queue_tick + self._queue_pending
             queue.append(mut)
             if self._log_level >= LogLevel.OPS:
-                self._log(LogLevel.OPS, f"[queue:{mtype}] {self._names_str(called)}{self._args_str(mut.args)}")
+                self._log(
+                    LogLevel.OPS,
+                    f"[queue:{mtype}] {self._names_str(called)}{self._args_str(mut.args)}",
+                )
             if self._breakpoints:
                 self._check_breakpoints(mtype, mask, mut)
             if self._tr is not None:
@@ -1060,7 +1093,13 @@ class Engine:
             if found:
                 if m.type != mtype and (m.type == SET or m._mask & mask):
                     return False
-            elif m.type == mtype and m._mask == mask and not m.args and not m.is_check and not m.is_auto:
+            elif (
+                m.type == mtype
+                and m._mask == mask
+                and not m.args
+                and not m.is_check
+                and not m.is_auto
+            ):
                 found = True
         return found
 
@@ -1180,7 +1219,10 @@ class Engine:
                     accept = True
                 if not accept:
                     if self._log_level >= LogLevel.OPS:
-                        self._log(LogLevel.OPS, f"[cancel:reject] {self._names_str(s for s in mut._called if (missing >> s) & 1)}")
+                        self._log(
+                            LogLevel.OPS,
+                            f"[cancel:reject] {self._names_str(s for s in mut._called if (missing >> s) & 1)}",
+                        )
                     if steps is not None:
                         steps.append((64, -1, -1, -1, 0, None, 0))
                     if tr is not None:
@@ -1198,13 +1240,18 @@ class Engine:
             self._trace("transition_init", tx)
             self._trace("transition_start", tx)
         if self._log_level >= LogLevel.OPS:
-            self._log(LogLevel.OPS, f"[{'add:auto' if mut.is_auto else mtype}] {self._names_str(mut._called)}{self._args_str(mut.args)}")
+            self._log(
+                LogLevel.OPS,
+                f"[{'add:auto' if mut.is_auto else mtype}] {self._names_str(mut._called)}{self._args_str(mut.args)}",
+            )
 
         # 3. negotiate
         tables = self._tables
         args = mut.args
         if tables is not None and tables.has_negotiation:
-            verdict = self._negotiate(tx, tables, exits, enters, target, tmask, alist, active, mtype, args)
+            verdict = self._negotiate(
+                tx, tables, exits, enters, target, tmask, alist, active, mtype, args
+            )
             if verdict is not None:
                 if verdict is _RAISED_MARK:
                     return self._end_canceled(tx)
@@ -1267,7 +1314,10 @@ class Engine:
         if self._log_level >= LogLevel.CHANGES and (exits or enters):
             names = c.names
             parts = [f"+{names[s]}" for s in enters] + [f"-{names[s]}" for s in exits]
-            self._log(LogLevel.CHANGES, f"[{'auto_' if mut.is_auto else 'state'}] {' '.join(parts)}{self._args_str(args)}")
+            self._log(
+                LogLevel.CHANGES,
+                f"[{'auto_' if mut.is_auto else 'state'}] {' '.join(parts)}{self._args_str(args)}",
+            )
         if tr is not None:
             self._trace("transition_finals", tx)
 
@@ -1347,7 +1397,9 @@ class Engine:
             return
         sit_out = self._auto_raised
         called = tuple(
-            i for i in range(c.n) if (cand >> i) & 1 and not (sit_out is not None and sit_out.get(i, 0) >= 2)
+            i
+            for i in range(c.n)
+            if (cand >> i) & 1 and not (sit_out is not None and sit_out.get(i, 0) >= 2)
         )
         if not called:
             return
@@ -1360,7 +1412,9 @@ class Engine:
         self._queue.insert(0, mut)
 
     # negotiation --------------------------------------------------------------------
-    def _call(self, tx: Transition, entries: list[Entry], state: int, args: Mapping[str, Any]) -> int:
+    def _call(
+        self, tx: Transition, entries: list[Entry], state: int, args: Mapping[str, Any]
+    ) -> int:
         tr = self._tr
         steps = tx.steps
         for bid, fn, name in entries:
@@ -1413,7 +1467,13 @@ class Engine:
         def veto(s: int, code: int) -> bool:
             # True: cancel the whole transition
             nonlocal rejected, tmask
-            if code == _RAISED or not is_auto or s < 0 or not (auto_mask >> s) & 1 or not (tmask >> s) & 1:
+            if (
+                code == _RAISED
+                or not is_auto
+                or s < 0
+                or not (auto_mask >> s) & 1
+                or not (tmask >> s) & 1
+            ):
                 return True
             rejected |= 1 << s
             tmask &= ~(1 << s)
@@ -1423,9 +1483,8 @@ class Engine:
             h = t.exit[s]
             if h is not None:
                 code = self._call(tx, h, s, args)
-                if code:
-                    if veto(s, code):
-                        return _RAISED_MARK if code == _RAISED else _VETO_MARK
+                if code and veto(s, code):
+                    return _RAISED_MARK if code == _RAISED else _VETO_MARK
         for s in enters:
             h = t.enter[s]
             if h is not None and (tmask >> s) & 1:
@@ -1449,7 +1508,7 @@ class Engine:
             ]
             if len(matches) > 1:
                 matches.sort(key=lambda m: (m[0], m[1]))
-            for _, _, x, y, entries in matches:
+            for _, _, _x, y, entries in matches:
                 if not (tmask >> y) & 1:
                     continue
                 code = self._call(tx, entries, y, args)
@@ -1486,10 +1545,7 @@ class Engine:
                     return True
             if reg is not None and reg.args:
                 reg.match_args(s, args)
-        if t is not None and t.any_state:
-            if self._call(tx, t.any_state, -1, args):
-                return True
-        return False
+        return bool(t is not None and t.any_state and self._call(tx, t.any_state, -1, args))
 
     def _rollback(self, tx: Transition, enters: list[int], start: int) -> None:
         """Take the states entered from position ``start`` on out of the active set, then
@@ -1525,7 +1581,9 @@ class Engine:
                     if ctx is not None:
                         ctx._expire()
 
-    def _result_after_rollback(self, tx: Transition, mtype: int, cmask: int, target: list[int]) -> Result:
+    def _result_after_rollback(
+        self, tx: Transition, mtype: int, cmask: int, target: list[int]
+    ) -> Result:
         active = self._active
         if mtype == REMOVE:
             return _EXECUTED if not (active & cmask) else _CANCELED
@@ -1545,7 +1603,10 @@ class Engine:
             raise exc
         self._record_err(exc)
         if self._log_level >= LogLevel.CHANGES:
-            self._log(LogLevel.CHANGES, f"[error:{mut.type}] {self._names_str(mut._called)} ({exc}) in {name}")
+            self._log(
+                LogLevel.CHANGES,
+                f"[error:{mut.type}] {self._names_str(mut._called)} ({exc}) in {name}",
+            )
         e = self._c.exception
         if e < 0 or (mut._mask >> e) & 1:
             # the transition called Exception itself: no second Exception mutation
@@ -1572,7 +1633,10 @@ class Engine:
                 could only run after the caller returned.
         """
         if self._busy:
-            raise NestedEvalError("eval() called during a transition; use eval_async or queue a mutation", machine_id=self._id)
+            raise NestedEvalError(
+                "eval() called during a transition; use eval_async or queue a mutation",
+                machine_id=self._id,
+            )
         return fn()
 
     # ------------------------------------------------------------------ subscriptions
@@ -1592,7 +1656,13 @@ class Engine:
                 sub._error = MachineDisposedError(f"machine disposed ({kind})", machine_id=self._id)
         return sub
 
-    def _register(self, sub: Sub, table: dict[int, list[Sub]] | None, idxs: Iterable[int], lst: list[Sub] | None = None) -> None:
+    def _register(
+        self,
+        sub: Sub,
+        table: dict[int, list[Sub]] | None,
+        idxs: Iterable[int],
+        lst: list[Sub] | None = None,
+    ) -> None:
         reg = self._registry()
         reg.count += 1
         if table is not None:
@@ -1651,7 +1721,9 @@ class Engine:
             if all(self._ticks[i] >= t for i, t in data):
                 sub._done = True
             else:
-                self._register(sub, self._registry().ticks, [i for i, t in data if self._ticks[i] < t])
+                self._register(
+                    sub, self._registry().ticks, [i for i, t in data if self._ticks[i] < t]
+                )
         return sub
 
     def when_time1(self, state: str, tick: int) -> Sub:
@@ -1693,7 +1765,12 @@ class Engine:
         was processed, whatever its result)."""
         sub = self._new_sub("when_queue", int(queue_tick))
         if not sub.done:
-            if self._queue_tick >= queue_tick and not (self._busy and self._queue_tick == queue_tick and self._tx is not None and self._tx.mutation.queue_tick == queue_tick):
+            if self._queue_tick >= queue_tick and not (
+                self._busy
+                and self._queue_tick == queue_tick
+                and self._tx is not None
+                and self._tx.mutation.queue_tick == queue_tick
+            ):
                 sub._done = True
             else:
                 reg = self._registry()
@@ -1740,9 +1817,17 @@ class Engine:
                 ctxs[i] = ctx
         return ctx
 
-    def fork(self, async_fn: Callable[..., Any], *args: Any, state: str | None = None, limiter: Any = None) -> None:
+    def fork(
+        self,
+        async_fn: Callable[..., Any],
+        *args: Any,
+        state: str | None = None,
+        limiter: Any = None,
+    ) -> None:
         """Forking needs the Trio runtime (``trio_am.Machine``)."""
-        raise Error("fork() needs a Machine bound to a nursery (async with mach:)", machine_id=self._id)
+        raise Error(
+            "fork() needs a Machine bound to a nursery (async with mach:)", machine_id=self._id
+        )
 
     # ------------------------------------------------------------------ disposal
     def dispose(self) -> None:
@@ -1771,7 +1856,9 @@ class Engine:
             disposed_waiters = list(reg.disposed)
             for sub in reg.all_pending():
                 if sub not in disposed_waiters:
-                    sub._resolve(MachineDisposedError(f"machine disposed ({sub.kind})", machine_id=self._id))
+                    sub._resolve(
+                        MachineDisposedError(f"machine disposed ({sub.kind})", machine_id=self._id)
+                    )
         else:
             disposed_waiters = []
         if self._ctxs:

@@ -52,7 +52,7 @@ def _check_callable(name: str, fn: object, machine_id: str) -> HandlerFn:
             f"handler attribute {name!r} is not callable ({type(fn).__name__})",
             machine_id=machine_id,
         )
-    target = fn
+    target: Any = fn
     if isinstance(target, (staticmethod, classmethod)):
         target = target.__func__
     if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
@@ -61,7 +61,7 @@ def _check_callable(name: str, fn: object, machine_id: str) -> HandlerFn:
             "(fork async work with e.fork() or mach.fork())",
             machine_id=machine_id,
         )
-    return fn  # type: ignore[return-value]
+    return fn
 
 
 def _classify(
@@ -164,7 +164,10 @@ def from_maps(
     by splitting at the last ``_``.
     """
     found: dict[str, tuple[str, str, HandlerFn]] = {}
-    for group, allowed in ((negotiation, ("enter", "exit", "pair", "self", "any_enter")), (final, ("state", "end", "any_state"))):
+    for group, allowed in (
+        (negotiation, ("enter", "exit", "pair", "self", "any_enter")),
+        (final, ("state", "end", "any_state")),
+    ):
         for name, fn in (group or {}).items():
             fn = _check_callable(name, fn, machine_id)
             if name in _GLOBALS:
@@ -220,7 +223,13 @@ class Tables:
         self.pairs: dict[tuple[int, int], list[Entry]] = {}
         self.any_enter: list[Entry] = []
         self.any_state: list[Entry] = []
-        per_state = {"enter": self.enter, "exit": self.exit, "state": self.state, "end": self.end, "self": self.self_}
+        per_state = {
+            "enter": self.enter,
+            "exit": self.exit,
+            "state": self.state,
+            "end": self.end,
+            "self": self.self_,
+        }
         for b in bindings:
             for name, (state, kind, fn) in b.handlers.items():
                 entry = (b.id, fn, name)

@@ -35,7 +35,9 @@ REL_REMOVE: Final = 3
 _RELATION: Final = 1  # StepKind.RELATION
 
 
-def _require_filter(c: Compiled, lst: list[int], lmask: int, steps: list[Step] | None) -> tuple[list[int], int]:
+def _require_filter(
+    c: Compiled, lst: list[int], lmask: int, steps: list[Step] | None
+) -> tuple[list[int], int]:
     req = c.require_mask
     while True:
         drop = 0
@@ -44,14 +46,26 @@ def _require_filter(c: Compiled, lst: list[int], lmask: int, steps: list[Step] |
             if missing:
                 drop |= 1 << s
                 if steps is not None:
-                    steps.append((_RELATION, s, (missing & -missing).bit_length() - 1, REL_REQUIRE, 0, None, 0))
+                    steps.append(
+                        (
+                            _RELATION,
+                            s,
+                            (missing & -missing).bit_length() - 1,
+                            REL_REQUIRE,
+                            0,
+                            None,
+                            0,
+                        )
+                    )
         if not drop:
             return lst, lmask
         lmask &= ~drop
         lst = [s for s in lst if not (drop >> s) & 1]
 
 
-def _remove_filter(c: Compiled, lst: list[int], lmask: int, steps: list[Step] | None) -> tuple[list[int], int, int]:
+def _remove_filter(
+    c: Compiled, lst: list[int], lmask: int, steps: list[Step] | None
+) -> tuple[list[int], int, int]:
     rm_of = c.remove_of
     dropped = 0
     for k in range(len(lst) - 1, -1, -1):
@@ -60,7 +74,9 @@ def _remove_filter(c: Compiled, lst: list[int], lmask: int, steps: list[Step] | 
         if removers:
             dropped |= 1 << x
             if steps is not None:
-                steps.append((_RELATION, (removers & -removers).bit_length() - 1, x, REL_REMOVE, 0, None, 0))
+                steps.append(
+                    (_RELATION, (removers & -removers).bit_length() - 1, x, REL_REMOVE, 0, None, 0)
+                )
     if dropped:
         lmask &= ~dropped
         lst = [s for s in lst if not (dropped >> s) & 1]

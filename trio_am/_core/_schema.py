@@ -169,7 +169,9 @@ def normalize_schema(
         if not isinstance(name, str):
             raise SchemaError(f"state names must be strings, got {name!r}", machine_id=machine_id)
         if name in _RESERVED:
-            raise SchemaError(f"{name!r} is reserved and cannot be a state", machine_id=machine_id, state=name)
+            raise SchemaError(
+                f"{name!r} is reserved and cannot be a state", machine_id=machine_id, state=name
+            )
         if not allow_any_names and not NAME_RE.match(name):
             raise SchemaError(
                 f"invalid state name {name!r}: names match [A-Z][A-Za-z0-9]* "

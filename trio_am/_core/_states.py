@@ -7,6 +7,7 @@ MRO-reversed order), then the class's own, without duplicates.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar, Final
 
 from ._schema import NAME_RE, State
@@ -36,7 +37,7 @@ class States:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own: list[str] = []
-        for name in cls.__dict__.get("__annotations__", {}):
+        for name in inspect.get_annotations(cls):
             if name.startswith("_") or not NAME_RE.match(name):
                 continue
             own.append(name)

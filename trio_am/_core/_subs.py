@@ -138,7 +138,9 @@ class Registry:
             lst = table[idx] = []
         self.add(sub, lst)
 
-    def evaluate(self, changed: list[int], active: int, ticks: list[int], clock: Callable[[], dict[str, int]]) -> None:
+    def evaluate(
+        self, changed: list[int], active: int, ticks: list[int], clock: Callable[[], dict[str, int]]
+    ) -> None:
         """Resolve what holds after a transition that changed the given states."""
         for i in changed:
             if (active >> i) & 1:

@@ -115,49 +115,49 @@ class Machine(Engine):
                 pass
 
     # typed overrides of the subscription methods ---------------------------------------
-    def when(self, states: Iterable[str] | str) -> Waiter:  # noqa: D102 - documented in Engine
+    def when(self, states: Iterable[str] | str) -> Waiter:
         return super().when(states)  # type: ignore[return-value]
 
-    def when1(self, state: str) -> Waiter:  # noqa: D102
+    def when1(self, state: str) -> Waiter:
         return super().when1(state)  # type: ignore[return-value]
 
-    def when_not(self, states: Iterable[str] | str) -> Waiter:  # noqa: D102
+    def when_not(self, states: Iterable[str] | str) -> Waiter:
         return super().when_not(states)  # type: ignore[return-value]
 
-    def when_not1(self, state: str) -> Waiter:  # noqa: D102
+    def when_not1(self, state: str) -> Waiter:
         return super().when_not1(state)  # type: ignore[return-value]
 
-    def when_err(self) -> Waiter:  # noqa: D102
+    def when_err(self) -> Waiter:
         return super().when_err()  # type: ignore[return-value]
 
-    def when_time(self, states: Iterable[str] | str, times: Sequence[int]) -> Waiter:  # noqa: D102
+    def when_time(self, states: Iterable[str] | str, times: Sequence[int]) -> Waiter:
         return super().when_time(states, times)  # type: ignore[return-value]
 
-    def when_time1(self, state: str, tick: int) -> Waiter:  # noqa: D102
+    def when_time1(self, state: str, tick: int) -> Waiter:
         return super().when_time1(state, tick)  # type: ignore[return-value]
 
-    def when_ticks(self, state: str, n: int) -> Waiter:  # noqa: D102
+    def when_ticks(self, state: str, n: int) -> Waiter:
         return super().when_ticks(state, n)  # type: ignore[return-value]
 
-    def when_next_active(self, state: str) -> Waiter:  # noqa: D102
+    def when_next_active(self, state: str) -> Waiter:
         return super().when_next_active(state)  # type: ignore[return-value]
 
-    def when_args(self, state: str, args: Mapping[str, Any]) -> Waiter:  # noqa: D102
+    def when_args(self, state: str, args: Mapping[str, Any]) -> Waiter:
         return super().when_args(state, args)  # type: ignore[return-value]
 
-    def when_query(self, fn: Callable[[dict[str, int]], bool]) -> Waiter:  # noqa: D102
+    def when_query(self, fn: Callable[[dict[str, int]], bool]) -> Waiter:
         return super().when_query(fn)  # type: ignore[return-value]
 
-    def when_queue(self, queue_tick: int) -> Waiter:  # noqa: D102
+    def when_queue(self, queue_tick: int) -> Waiter:
         return super().when_queue(queue_tick)  # type: ignore[return-value]
 
-    def when_queue_ends(self) -> Waiter:  # noqa: D102
+    def when_queue_ends(self) -> Waiter:
         return super().when_queue_ends()  # type: ignore[return-value]
 
-    def when_disposed(self) -> Waiter:  # noqa: D102
+    def when_disposed(self) -> Waiter:
         return super().when_disposed()  # type: ignore[return-value]
 
-    def state_ctx(self, state: str) -> StateCtx:  # noqa: D102
+    def state_ctx(self, state: str) -> StateCtx:
         return super().state_ctx(state)  # type: ignore[return-value]
 
     def _is_cancellation(self, err: object) -> bool:
@@ -249,20 +249,25 @@ class Machine(Engine):
             StateUnknownError: ``state`` is not in the schema.
         """
         nursery = self.nursery
+        ctx: StateCtx
         if state is not None:
             ctx = self.state_ctx(state)
-        else:
+        elif self._life is not None:
             ctx = self._life
-            if ctx is None:
-                ctx = self._life = StateCtx(self, "", 0)
-                if self.disposed:
-                    ctx._expire()
+        else:
+            ctx = self._life = StateCtx(self, "", 0)
+            if self.disposed:
+                ctx._expire()
         self._forks += 1
         name = getattr(async_fn, "__qualname__", repr(async_fn))
         nursery.start_soon(self._run_fork, ctx, async_fn, args, limiter, name=f"{self._id}:{name}")
 
     def fork_after(
-        self, delay: float, async_fn: Callable[..., Awaitable[Any]], *args: Any, state: str | None = None
+        self,
+        delay: float,
+        async_fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        state: str | None = None,
     ) -> None:
         """Like :meth:`fork`, starting ``async_fn`` after ``delay`` seconds (the wait is
         cancelled with the context too)."""

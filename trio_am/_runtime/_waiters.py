@@ -14,7 +14,7 @@ from .._errors import Error
 __all__ = ["TimeoutError", "Waiter"]
 
 
-class TimeoutError(Error, trio.TooSlowError):  # noqa: A001 - the public name is am.TimeoutError
+class TimeoutError(Error, trio.TooSlowError):
     """A helper's ``timeout`` ran out (also a ``trio.TooSlowError``)."""
 
 
