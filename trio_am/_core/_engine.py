@@ -1065,14 +1065,14 @@ class Engine:
             if mtype == REMOVE and not queue and not (self._active & mask):
                 return _EXECUTED
             if not args and not (mask & self._c.multi_mask) and self._is_duplicate(mtype, mask):
-                if self._log_level >= LogLevel.OPS:
+                if self._log_level >= 3:
                     self._log(LogLevel.OPS, f"[queue:skipped] {mtype} {self._names_str(called)}")
                 return _EXECUTED
             mut = Mutation(self._c.names, mtype, called, mask, args, source=source)
             self._queue_pending += 1
             mut.queue_tick = tick = self._queue_tick + self._queue_pending
             queue.append(mut)
-            if self._log_level >= LogLevel.OPS:
+            if self._log_level >= 3:
                 self._log(
                     LogLevel.OPS,
                     f"[queue:{mtype}] {self._names_str(called)}{self._args_str(mut.args)}",
@@ -1184,25 +1184,43 @@ class Engine:
                 steps.append((32, -1, s, -1, 0, None, 0))
 
         # 1. resolve
-        if mtype == ADD:
-            base = list(called)
-            for s in alist:
-                if not (cmask >> s) & 1:
-                    base.append(s)
-            reactivate = cmask & c.multi_mask
-            exclude = 0
-        elif mtype == REMOVE:
-            base = [s for s in alist if not (cmask >> s) & 1]
-            reactivate = 0
-            exclude = cmask
+        if c.plain:
+            # no relations: the base list is the target
+            if mtype == ADD:
+                target = list(called)
+                for s in alist:
+                    if not (cmask >> s) & 1:
+                        target.append(s)
+                tmask = active | cmask
+                reactivate = cmask & c.multi_mask
+            elif mtype == REMOVE:
+                target = [s for s in alist if not (cmask >> s) & 1]
+                tmask = active & ~cmask
+                reactivate = 0
+            else:
+                target = list(called)
+                tmask = cmask
+                reactivate = cmask & c.multi_mask
         else:
-            base = list(called)
-            reactivate = cmask & c.multi_mask
-            exclude = 0
-        target = resolve(c, base, active, reactivate, exclude, steps)
-        tmask = 0
-        for s in target:
-            tmask |= 1 << s
+            if mtype == ADD:
+                base = list(called)
+                for s in alist:
+                    if not (cmask >> s) & 1:
+                        base.append(s)
+                reactivate = cmask & c.multi_mask
+                exclude = 0
+            elif mtype == REMOVE:
+                base = [s for s in alist if not (cmask >> s) & 1]
+                reactivate = 0
+                exclude = cmask
+            else:
+                base = list(called)
+                reactivate = cmask & c.multi_mask
+                exclude = 0
+            target = resolve(c, base, active, reactivate, exclude, steps)
+            tmask = 0
+            for s in target:
+                tmask |= 1 << s
         tx._target = target
 
         # 2. accept (relations)
@@ -1218,7 +1236,7 @@ class Engine:
                 elif mut.is_check and cmask & c.multi_mask:
                     accept = True
                 if not accept:
-                    if self._log_level >= LogLevel.OPS:
+                    if self._log_level >= 3:
                         self._log(
                             LogLevel.OPS,
                             f"[cancel:reject] {self._names_str(s for s in mut._called if (missing >> s) & 1)}",
@@ -1239,7 +1257,7 @@ class Engine:
         if tr is not None:
             self._trace("transition_init", tx)
             self._trace("transition_start", tx)
-        if self._log_level >= LogLevel.OPS:
+        if self._log_level >= 3:
             self._log(
                 LogLevel.OPS,
                 f"[{'add:auto' if mut.is_auto else mtype}] {self._names_str(mut._called)}{self._args_str(mut.args)}",
@@ -1311,7 +1329,7 @@ class Engine:
                 steps.append((8, -1, s, -1, 0, None, 0))
             for s in enters:
                 steps.append((4, -1, s, -1, 0, None, 0))
-        if self._log_level >= LogLevel.CHANGES and (exits or enters):
+        if self._log_level >= 2 and (exits or enters):
             names = c.names
             parts = [f"+{names[s]}" for s in enters] + [f"-{names[s]}" for s in exits]
             self._log(
@@ -1351,8 +1369,11 @@ class Engine:
         # 8. subscriptions
         if reg is not None and reg.count and changed_any:
             after = self._ticks
-            before = tx._before
-            changed = [i for i in range(c.n) if after[i] != before[i]]
+            if raised:
+                before = tx._before
+                changed = [i for i in range(c.n) if after[i] != before[i]]
+            else:
+                changed = exits + enters
             if changed:
                 reg.evaluate(changed, self._active, after, self.clock)
 
@@ -1406,7 +1427,7 @@ class Engine:
         mask = 0
         for i in called:
             mask |= 1 << i
-        if self._log_level >= LogLevel.DECISIONS:
+        if self._log_level >= 4:
             self._log(LogLevel.DECISIONS, f"[auto] {self._names_str(called)}")
         mut = Mutation(c.names, ADD, called, mask, None, is_auto=True, prepended=True)
         self._queue.insert(0, mut)
@@ -1418,7 +1439,7 @@ class Engine:
         tr = self._tr
         steps = tx.steps
         for bid, fn, name in entries:
-            if self._log_level >= LogLevel.OPS:
+            if self._log_level >= 3:
                 self._log(LogLevel.OPS, f"[handler] {name}")
             if tr is not None:
                 self._trace("handler_start", tx, bid, name)
@@ -1438,7 +1459,7 @@ class Engine:
                 if steps is not None:
                     steps.append((2, state, state, -1, 0, name, dur))
             if ret is False:
-                if self._log_level >= LogLevel.OPS:
+                if self._log_level >= 3:
                     self._log(LogLevel.OPS, f"[cancel] ({self._names_str(tx._target)}) by {name}")
                 if steps is not None:
                     steps.append((64, state, state, -1, 0, name, 0))
@@ -1572,7 +1593,7 @@ class Engine:
         self._active_list = [s for s in self._active_list if (active >> s) & 1]
         tx._after = ticks.copy()
         if changed:
-            if self._log_level >= LogLevel.CHANGES:
+            if self._log_level >= 2:
                 self._log(LogLevel.CHANGES, f"[recover] -{' -'.join(c.names[s] for s in changed)}")
             ctxs = self._ctxs
             if ctxs:
@@ -1602,7 +1623,7 @@ class Engine:
         if not self._panic_to_exception:
             raise exc
         self._record_err(exc)
-        if self._log_level >= LogLevel.CHANGES:
+        if self._log_level >= 2:
             self._log(
                 LogLevel.CHANGES,
                 f"[error:{mut.type}] {self._names_str(mut._called)} ({exc}) in {name}",

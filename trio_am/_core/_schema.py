@@ -246,6 +246,7 @@ class Compiled:
         "multi_mask",
         "n",
         "names",
+        "plain",
         "pred_mask",
         "remove_mask",
         "remove_of",
@@ -289,6 +290,13 @@ class Compiled:
                     closure[i] = m
                     changed = True
         self.pred_mask: list[int] = [closure[i] | self.after_mask[i] for i in range(self.n)]
+        #: True when no state has any relation: targets need no resolution
+        self.plain = (
+            not any(self.require_mask)
+            and not any(self.add)
+            and not any(self.remove_mask)
+            and not any(self.after_mask)
+        )
 
     def mask_of(self, idxs: Iterable[int]) -> int:
         """The bitset of the given indices."""

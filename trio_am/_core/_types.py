@@ -314,6 +314,7 @@ class Transition:
     """
 
     __slots__ = (
+        "__dict__",
         "_after",
         "_before",
         "_enters",
@@ -322,15 +323,18 @@ class Transition:
         "_target",
         "is_accepted",
         "is_completed",
-        "log",
         "machine",
         "mutation",
-        "pre_log",
-        "queue_len",
-        "steps",
-        "t0",
-        "t1",
     )
+
+    # rarely set: class-level defaults, instance values only when recorded
+    steps: list[Step] | None = None
+    log: list[tuple[int, str]] | None = None
+    pre_log: list[tuple[int, str]] | None = None
+    queue_len: int = 0
+    t0: int = 0
+    t1: int = 0
+    _EMPTY: tuple[int, ...] = ()
 
     def __init__(self, machine: Engine, mutation: Mutation, seq: int, before: list[int]) -> None:
         self.machine = machine
@@ -338,17 +342,10 @@ class Transition:
         self._seq = seq
         self._before = before
         self._after: list[int] | None = None
-        self._target: list[int] = []
-        self._enters: list[int] = []
-        self._exits: list[int] = []
+        self._target: list[int] = before[:0]
+        self._enters = self._exits = self._target
         self.is_accepted = True
         self.is_completed = False
-        self.steps: list[Step] | None = None
-        self.log: list[tuple[int, str]] | None = None
-        self.pre_log: list[tuple[int, str]] | None = None
-        self.queue_len = 0
-        self.t0 = 0
-        self.t1 = 0
 
     # identity ---------------------------------------------------------------------------
     @property
