@@ -13,9 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import time
 import traceback
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, Final
@@ -29,14 +27,13 @@ from .._errors import (
     StateUnknownError,
     SubscriptionClosed,
 )
-from ._handlers import Binding, Entry, Tables, discover, from_maps
-from ._resolver import resolve, sort_states
+from . import _transition
+from ._handlers import Binding, Tables, discover, from_maps
 from ._schema import BUILTIN_EXCEPTION, Compiled, Schema, SchemaLike, State, normalize_schema
 from ._subs import CtxBase, Registry, Sub
 from ._tracer import TracerTables
 from ._types import (
     ADD,
-    EVAL,
     REMOVE,
     SET,
     Clock,
@@ -46,7 +43,6 @@ from ._types import (
     MutationType,
     MutSource,
     Result,
-    Step,
     Time,
     Transition,
 )
@@ -63,8 +59,6 @@ _PY_LEVEL: Final = {
 }
 _EXECUTED: Final = Result.EXECUTED
 _CANCELED: Final = Result.CANCELED
-_OK, _VETO, _RAISED = 0, 1, 2
-_HEALTH: Final = frozenset({"Healthcheck", "Heartbeat"})
 _COMPILED_CACHE: dict[tuple[Any, ...], Compiled] = {}
 _COMPILED_CACHE_MAX: Final = 256
 
@@ -80,10 +74,6 @@ def _compile(schema: dict[str, State], names: list[str]) -> Compiled:
             _COMPILED_CACHE.pop(next(iter(_COMPILED_CACHE)))
         c = _COMPILED_CACHE[key] = Compiled(schema, names)
     return c
-
-
-def _popcount(m: int) -> int:
-    return m.bit_count()
 
 
 class _Breakpoint:
@@ -1116,7 +1106,7 @@ class Engine:
             if not own_prepended:
                 self._queue_tick += 1
                 mut.queue_tick = self._queue_tick
-            result = self._process(mut)
+            result = _transition.process(self, mut)
             if not own_prepended and self._reg is not None and self._reg.queue:
                 self._reg.check_queue(self._queue_tick)
             if self._queue:
@@ -1146,504 +1136,9 @@ class Engine:
             if not mut.prepended:
                 self._queue_pending -= 1
                 self._queue_tick += 1
-            self._process(mut)
+            _transition.process(self, mut)
             if not mut.prepended and self._reg is not None and self._reg.queue:
                 self._reg.check_queue(self._queue_tick)
-
-    # ------------------------------------------------------------------ transitions
-    def _process(self, mut: Mutation) -> Result:
-        if mut.type == EVAL:
-            fn = mut.eval_fn
-            if fn is not None:
-                try:
-                    fn()
-                except Exception as exc:
-                    self._log(LogLevel.CHANGES, f"[error] eval: {exc}")
-                    self.internal_errors.append(exc)
-            return _EXECUTED
-        c = self._c
-        self._seq += 1
-        tx = Transition(self, mut, self._seq, self._ticks.copy())
-        tr = self._tr
-        if tr is not None:
-            tx.t0 = time.time_ns()
-            tx.queue_len = len(self._queue)
-            if self._pre_log:
-                tx.pre_log = self._pre_log
-                self._pre_log = None
-        steps: list[Step] | None = [] if self._want_steps else None
-        tx.steps = steps
-        mtype = mut.type
-        called = mut._called
-        cmask = mut._mask
-        active = self._active
-        alist = self._active_list
-        self._tx = tx
-        if steps is not None:
-            for s in called:
-                steps.append((32, -1, s, -1, 0, None, 0))
-
-        # 1. resolve
-        if c.plain:
-            # no relations: the base list is the target
-            if mtype == ADD:
-                target = list(called)
-                for s in alist:
-                    if not (cmask >> s) & 1:
-                        target.append(s)
-                tmask = active | cmask
-                reactivate = cmask & c.multi_mask
-            elif mtype == REMOVE:
-                target = [s for s in alist if not (cmask >> s) & 1]
-                tmask = active & ~cmask
-                reactivate = 0
-            else:
-                target = list(called)
-                tmask = cmask
-                reactivate = cmask & c.multi_mask
-        else:
-            if mtype == ADD:
-                base = list(called)
-                for s in alist:
-                    if not (cmask >> s) & 1:
-                        base.append(s)
-                reactivate = cmask & c.multi_mask
-                exclude = 0
-            elif mtype == REMOVE:
-                base = [s for s in alist if not (cmask >> s) & 1]
-                reactivate = 0
-                exclude = cmask
-            else:
-                base = list(called)
-                reactivate = cmask & c.multi_mask
-                exclude = 0
-            target = resolve(c, base, active, reactivate, exclude, steps)
-            tmask = 0
-            for s in target:
-                tmask |= 1 << s
-        tx._target = target
-
-        # 2. accept (relations)
-        if mtype != REMOVE:
-            missing = cmask & ~tmask
-            if missing:
-                accept = False
-                if mut.is_auto:
-                    accept = missing != cmask
-                    if accept:
-                        called = tuple(s for s in called if (tmask >> s) & 1)
-                        cmask &= tmask
-                elif mut.is_check and cmask & c.multi_mask:
-                    accept = True
-                if not accept:
-                    if self._log_level >= 3:
-                        self._log(
-                            LogLevel.OPS,
-                            f"[cancel:reject] {self._names_str(s for s in mut._called if (missing >> s) & 1)}",
-                        )
-                    if steps is not None:
-                        steps.append((64, -1, -1, -1, 0, None, 0))
-                    if tr is not None:
-                        self._trace("transition_init", tx)
-                        self._trace("transition_start", tx)
-                    return self._end_canceled(tx)
-
-        exits = [s for s in alist if not (tmask >> s) & 1]
-        if len(exits) > 1:
-            exits = sort_states(c, exits)
-        enters = [s for s in target if not (active >> s) & 1 or (reactivate >> s) & 1]
-        tx._exits = exits
-        tx._enters = enters
-        if tr is not None:
-            self._trace("transition_init", tx)
-            self._trace("transition_start", tx)
-        if self._log_level >= 3:
-            self._log(
-                LogLevel.OPS,
-                f"[{'add:auto' if mut.is_auto else mtype}] {self._names_str(mut._called)}{self._args_str(mut.args)}",
-            )
-
-        # 3. negotiate
-        tables = self._tables
-        args = mut.args
-        if tables is not None and tables.has_negotiation:
-            verdict = self._negotiate(
-                tx, tables, exits, enters, target, tmask, alist, active, mtype, args
-            )
-            if verdict is not None:
-                if verdict is _RAISED_MARK:
-                    return self._end_canceled(tx)
-                if verdict is _VETO_MARK:
-                    return self._end_canceled(tx)
-                # auto transition with rejected states: resolve again
-                rejected: int = verdict
-                called = tuple(s for s in called if not (rejected >> s) & 1)
-                if not called:
-                    return self._end_canceled(tx)
-                cmask = 0
-                for s in called:
-                    cmask |= 1 << s
-                base = list(called) + [s for s in alist if not (cmask >> s) & 1]
-                target = resolve(c, base, active, 0, 0, steps)
-                tmask = 0
-                for s in target:
-                    tmask |= 1 << s
-                if not (cmask & tmask):
-                    return self._end_canceled(tx)
-                exits = [s for s in alist if not (tmask >> s) & 1]
-                if len(exits) > 1:
-                    exits = sort_states(c, exits)
-                enters = [s for s in target if not (active >> s) & 1]
-                tx._target = target
-                tx._exits = exits
-                tx._enters = enters
-
-        if mut.is_check:
-            tx.is_completed = True
-            self._tx = None
-            if tr is not None:
-                self._trace("transition_end", tx)
-            return _EXECUTED
-
-        # 4. apply
-        ticks = self._ticks
-        for s in exits:
-            ticks[s] += 1
-        for s in enters:
-            ticks[s] += 2 if (active >> s) & 1 else 1
-        self._active = tmask
-        self._active_list = target
-        tx._after = ticks.copy()
-        ctxs = self._ctxs
-        if ctxs:
-            for s in exits:
-                ctx = ctxs.pop(s, None)
-                if ctx is not None:
-                    ctx._expire()
-            for s in enters:
-                ctx = ctxs.pop(s, None)
-                if ctx is not None:
-                    ctx._expire()
-        if steps is not None:
-            for s in exits:
-                steps.append((8, -1, s, -1, 0, None, 0))
-            for s in enters:
-                steps.append((4, -1, s, -1, 0, None, 0))
-        if self._log_level >= 2 and (exits or enters):
-            names = c.names
-            parts = [f"+{names[s]}" for s in enters] + [f"-{names[s]}" for s in exits]
-            self._log(
-                LogLevel.CHANGES,
-                f"[{'auto_' if mut.is_auto else 'state'}] {' '.join(parts)}{self._args_str(args)}",
-            )
-        if tr is not None:
-            self._trace("transition_finals", tx)
-
-        # 5. final handlers
-        reg = self._reg
-        raised = False
-        if (tables is not None and tables.has_final) or (reg is not None and reg.args):
-            raised = self._finals(tx, tables, exits, enters, args, reg)
-
-        # 6. result
-        if raised:
-            result = self._result_after_rollback(tx, mtype, cmask, target)
-        elif mut.is_auto:
-            result = _EXECUTED if _popcount(tmask) > _popcount(active) else _CANCELED
-        else:
-            result = _EXECUTED
-        tx.is_accepted = result == _EXECUTED or (mut.is_auto and not raised)
-
-        # 7. auto round
-        changed_any = bool(exits or enters) or raised
-        if (
-            not raised
-            and changed_any
-            and not mut.is_auto
-            and not self._disposing
-            and c.auto_mask
-            and not (mtype == ADD and len(mut._called) == 1 and c.names[mut._called[0]] in _HEALTH)
-        ):
-            self._auto_round()
-
-        # 8. subscriptions
-        if reg is not None and reg.count and changed_any:
-            after = self._ticks
-            if raised:
-                before = tx._before
-                changed = [i for i in range(c.n) if after[i] != before[i]]
-            else:
-                changed = exits + enters
-            if changed:
-                reg.evaluate(changed, self._active, after, self.clock)
-
-        tx.is_completed = True
-        self._tx = None
-        if tr is not None:
-            tx.t1 = time.time_ns()
-            self._trace("transition_end", tx)
-        if self._on_change:
-            self._call_on_change(tx)
-        return result
-
-    def _end_canceled(self, tx: Transition) -> Result:
-        tx.is_accepted = False
-        tx.is_completed = True
-        self._tx = None
-        if self._tr is not None:
-            tx.t1 = time.time_ns()
-            self._trace("transition_end", tx)
-        if self._on_change and not tx.mutation.is_check:
-            self._call_on_change(tx)
-        return _CANCELED
-
-    def _call_on_change(self, tx: Transition) -> None:
-        before = Time(tx._before)
-        after = Time(self._ticks)
-        for fn in list(self._on_change or ()):
-            try:
-                fn(self, before, after)
-            except Exception as exc:
-                self.internal_errors.append(exc)
-                _logger.exception("on_change callback raised", extra={"machine_id": self._id})
-
-    def _auto_round(self) -> None:
-        c = self._c
-        active = self._active
-        blocked = 0
-        for s in self._active_list:
-            blocked |= c.remove_mask[s]
-        cand = c.auto_mask & ~active & ~blocked
-        if not cand:
-            return
-        sit_out = self._auto_raised
-        called = tuple(
-            i
-            for i in range(c.n)
-            if (cand >> i) & 1 and not (sit_out is not None and sit_out.get(i, 0) >= 2)
-        )
-        if not called:
-            return
-        mask = 0
-        for i in called:
-            mask |= 1 << i
-        if self._log_level >= 4:
-            self._log(LogLevel.DECISIONS, f"[auto] {self._names_str(called)}")
-        mut = Mutation(c.names, ADD, called, mask, None, is_auto=True, prepended=True)
-        self._queue.insert(0, mut)
-
-    # negotiation --------------------------------------------------------------------
-    def _call(
-        self, tx: Transition, entries: list[Entry], state: int, args: Mapping[str, Any]
-    ) -> int:
-        tr = self._tr
-        steps = tx.steps
-        for bid, fn, name in entries:
-            if self._log_level >= 3:
-                self._log(LogLevel.OPS, f"[handler] {name}")
-            if tr is not None:
-                self._trace("handler_start", tx, bid, name)
-                t0 = time.perf_counter_ns()
-            try:
-                ret = fn(Event(self, name, tx, args, state))
-            except Exception as exc:
-                if tr is not None:
-                    self._trace("handler_end", tx, bid, name)
-                if steps is not None:
-                    steps.append((2, state, state, -1, 0, name, 0))
-                self._handler_raised(tx, exc, name, state)
-                return _RAISED
-            if tr is not None:
-                dur = time.perf_counter_ns() - t0
-                self._trace("handler_end", tx, bid, name)
-                if steps is not None:
-                    steps.append((2, state, state, -1, 0, name, dur))
-            if ret is False:
-                if self._log_level >= 3:
-                    self._log(LogLevel.OPS, f"[cancel] ({self._names_str(tx._target)}) by {name}")
-                if steps is not None:
-                    steps.append((64, state, state, -1, 0, name, 0))
-                return _VETO
-        return _OK
-
-    def _negotiate(
-        self,
-        tx: Transition,
-        t: Tables,
-        exits: list[int],
-        enters: list[int],
-        target: list[int],
-        tmask: int,
-        alist: list[int],
-        active: int,
-        mtype: int,
-        args: Mapping[str, Any],
-    ) -> Any:
-        """Run the negotiation phases. Returns None (accepted), a veto/raise marker, or
-        for an auto transition whose auto states were vetoed, the mask of those states."""
-        is_auto = tx.mutation.is_auto
-        auto_mask = self._c.auto_mask
-        rejected = 0
-
-        def veto(s: int, code: int) -> bool:
-            # True: cancel the whole transition
-            nonlocal rejected, tmask
-            if (
-                code == _RAISED
-                or not is_auto
-                or s < 0
-                or not (auto_mask >> s) & 1
-                or not (tmask >> s) & 1
-            ):
-                return True
-            rejected |= 1 << s
-            tmask &= ~(1 << s)
-            return not tmask
-
-        for s in exits:
-            h = t.exit[s]
-            if h is not None:
-                code = self._call(tx, h, s, args)
-                if code and veto(s, code):
-                    return _RAISED_MARK if code == _RAISED else _VETO_MARK
-        for s in enters:
-            h = t.enter[s]
-            if h is not None and (tmask >> s) & 1:
-                code = self._call(tx, h, s, args)
-                if code and veto(s, code):
-                    return _RAISED_MARK if code == _RAISED else _VETO_MARK
-        if mtype != REMOVE:
-            for s in target:
-                h = t.self_[s]
-                if h is not None and (active >> s) & 1 and (tmask >> s) & 1:
-                    code = self._call(tx, h, s, args)
-                    if code and veto(s, code):
-                        return _RAISED_MARK if code == _RAISED else _VETO_MARK
-        if t.pairs:
-            pos_a = {s: k for k, s in enumerate(alist)}
-            pos_t = {s: k for k, s in enumerate(target)}
-            matches = [
-                (pos_a[x], pos_t[y], x, y, entries)
-                for (x, y), entries in t.pairs.items()
-                if x != y and (active >> x) & 1 and (tmask >> y) & 1
-            ]
-            if len(matches) > 1:
-                matches.sort(key=lambda m: (m[0], m[1]))
-            for _, _, _x, y, entries in matches:
-                if not (tmask >> y) & 1:
-                    continue
-                code = self._call(tx, entries, y, args)
-                if code and veto(y, code):
-                    return _RAISED_MARK if code == _RAISED else _VETO_MARK
-        if t.any_enter:
-            code = self._call(tx, t.any_enter, -1, args)
-            if code:
-                return _RAISED_MARK if code == _RAISED else _VETO_MARK
-        return rejected or None
-
-    # finals -------------------------------------------------------------------------
-    def _finals(
-        self,
-        tx: Transition,
-        t: Tables | None,
-        exits: list[int],
-        enters: list[int],
-        args: Mapping[str, Any],
-        reg: Registry | None,
-    ) -> bool:
-        """Run the final handlers; True when one raised (the rollback is done)."""
-        if t is not None:
-            for s in exits:
-                h = t.end[s]
-                if h is not None and self._call(tx, h, s, args):
-                    self._rollback(tx, enters, 0)
-                    return True
-        for k, s in enumerate(enters):
-            if t is not None:
-                h = t.state[s]
-                if h is not None and self._call(tx, h, s, args):
-                    self._rollback(tx, enters, k)
-                    return True
-            if reg is not None and reg.args:
-                reg.match_args(s, args)
-        return bool(t is not None and t.any_state and self._call(tx, t.any_state, -1, args))
-
-    def _rollback(self, tx: Transition, enters: list[int], start: int) -> None:
-        """Take the states entered from position ``start`` on out of the active set, then
-        deactivate whatever lost a requirement (so relations still hold)."""
-        c = self._c
-        ticks = self._ticks
-        active = self._active
-        changed: list[int] = []
-        for s in enters[start:]:
-            if (active >> s) & 1:
-                ticks[s] += 1
-                active &= ~(1 << s)
-                changed.append(s)
-        req = c.require_mask
-        while True:
-            lost = [s for s in range(c.n) if (active >> s) & 1 and req[s] & ~active]
-            if not lost:
-                break
-            for s in lost:
-                ticks[s] += 1
-                active &= ~(1 << s)
-                changed.append(s)
-        self._active = active
-        self._active_list = [s for s in self._active_list if (active >> s) & 1]
-        tx._after = ticks.copy()
-        if changed:
-            if self._log_level >= 2:
-                self._log(LogLevel.CHANGES, f"[recover] -{' -'.join(c.names[s] for s in changed)}")
-            ctxs = self._ctxs
-            if ctxs:
-                for s in changed:
-                    ctx = ctxs.pop(s, None)
-                    if ctx is not None:
-                        ctx._expire()
-
-    def _result_after_rollback(
-        self, tx: Transition, mtype: int, cmask: int, target: list[int]
-    ) -> Result:
-        active = self._active
-        if mtype == REMOVE:
-            return _EXECUTED if not (active & cmask) else _CANCELED
-        tmask = 0
-        for s in target:
-            tmask |= 1 << s
-        return _EXECUTED if (active & tmask) == tmask else _CANCELED
-
-    def _handler_raised(self, tx: Transition, exc: Exception, name: str, state: int) -> None:
-        """A handler raised: record the error and prepend an Exception mutation."""
-        mut = tx.mutation
-        if mut.is_auto and state >= 0:
-            if self._auto_raised is None:
-                self._auto_raised = {}
-            self._auto_raised[state] = self._auto_raised.get(state, 0) + 1
-        if not self._panic_to_exception:
-            raise exc
-        self._record_err(exc)
-        if self._log_level >= 2:
-            self._log(
-                LogLevel.CHANGES,
-                f"[error:{mut.type}] {self._names_str(mut._called)} ({exc}) in {name}",
-            )
-        e = self._c.exception
-        if e < 0 or (mut._mask >> e) & 1:
-            # the transition called Exception itself: no second Exception mutation
-            self.internal_errors.append(exc)
-            return
-        args = {
-            "err": exc,
-            "err_trace": "".join(traceback.format_exception(exc)),
-            "panic": {
-                "handler": name,
-                "called_states": mut.called,
-                "states_before": tx.states_before(),
-                "transition": tx.id,
-            },
-        }
-        self._queue.insert(0, Mutation(self._c.names, ADD, (e,), 1 << e, args, prepended=True))
 
     # ------------------------------------------------------------------ eval
     def eval(self, fn: Callable[[], Any]) -> Any:
@@ -1903,20 +1398,3 @@ class Engine:
 
     def _on_disposed(self) -> None:
         """Hook for the Trio layer: cancel the machine's own scope."""
-
-
-class _Marker:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-_VETO_MARK: Final = _Marker("VETO")
-_RAISED_MARK: Final = _Marker("RAISED")
-
-# keep a reference so static checkers see weakref is used by subclasses
-_ = weakref
