@@ -199,8 +199,13 @@ def ten_states_factory() -> Any:
     return lambda: mod.Machine(SCHEMA_10)
 
 
+def use_ten_states(mach: Any) -> None:
+    mach.add1("Start")
+
+
 def memory(count: int) -> timing.Memory:
-    return timing.measure_memory(ten_states_factory(), count)
+    """Bytes per 10-state machine, fresh and after one ``add1``."""
+    return timing.measure_memory(ten_states_factory(), count, use_ten_states)
 
 
 # --- case 4: fork + cancel of state-bound work -----------------------------------------------

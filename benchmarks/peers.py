@@ -180,6 +180,10 @@ TOGGLE_RUN_N = {
     TRANSITIONS: transitions_toggle_run_n,
     STATEMACHINE: statemachine_toggle_run_n,
 }
+TEN_STATES_USE = {
+    TRANSITIONS: lambda pair: pair[0].step(),
+    STATEMACHINE: lambda sm: sm.step(),
+}
 TEN_STATES_FACTORY = {
     TRANSITIONS: transitions_ten_states_factory,
     STATEMACHINE: statemachine_ten_states_factory,
@@ -192,5 +196,5 @@ def toggle_rate(peer: str, *, target_s: float, repeats: int) -> timing.Rate:
 
 
 def memory(peer: str, count: int) -> timing.Memory:
-    """Case 3 for a peer: bytes per 10-state machine."""
-    return timing.measure_memory(TEN_STATES_FACTORY[peer](), count)
+    """Case 3 for a peer: bytes per 10-state machine, fresh and after one ``step``."""
+    return timing.measure_memory(TEN_STATES_FACTORY[peer](), count, TEN_STATES_USE[peer])

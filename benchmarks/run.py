@@ -80,7 +80,10 @@ def fmt_rate(rate: timing.Rate) -> str:
 
 
 def fmt_mem(mem: timing.Memory) -> str:
-    return f"{fmt_int(mem.net_per_obj)} (peak {fmt_int(mem.peak_per_obj)})"
+    text = f"{fmt_int(mem.net_per_obj)} (peak {fmt_int(mem.peak_per_obj)})"
+    if mem.used_net_per_obj is not None:
+        text += f"; used {fmt_int(mem.used_net_per_obj)}"
+    return text
 
 
 def fmt_lat(lat: timing.Latency) -> str:
@@ -192,7 +195,7 @@ def case_memory(cfg: Config) -> list[Row]:
         Row(
             "3",
             f"memory, {n:,} machines of 10 states",
-            "bytes/machine, net (peak)",
+            "bytes/machine: net (peak); net after 1 mutation",
             cells,
             memory_goal(cells),
         )

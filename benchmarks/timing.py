@@ -39,6 +39,7 @@ class Memory:
     net_per_obj: float
     peak_per_obj: float
     count: int
+    used_net_per_obj: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,13 +88,19 @@ def measure_rate(run_n: RunN, *, target_s: float = 0.25, repeats: int = 5) -> Ra
     return Rate(best=max(rates), median=statistics.median(rates), n=n, repeats=repeats)
 
 
-def measure_memory(factory: Callable[[], object], count: int) -> Memory:
+def measure_memory(
+    factory: Callable[[], object], count: int, use: Callable[[Any], object] | None = None
+) -> Memory:
     """Bytes per object for ``count`` objects built by ``factory``, with tracemalloc.
 
-    One object is built (and dropped) first, so class-level caches filled lazily by the first
-    instance are not charged to the measured ones.
+    One object is built (and used) first, so class-level caches filled lazily by the first
+    instance are not charged to the measured ones. With ``use``, every object is then used
+    once (e.g. one mutation) and the net bytes after that are reported as well.
     """
-    factory()
+    first = factory()
+    if use is not None:
+        use(first)
+    del first
     gc.collect()
     tracemalloc.start()
     try:
@@ -102,6 +109,12 @@ def measure_memory(factory: Callable[[], object], count: int) -> Memory:
         objs = [factory() for _ in range(count)]
         gc.collect()
         current, peak = tracemalloc.get_traced_memory()
+        used = None
+        if use is not None:
+            for obj in objs:
+                use(obj)
+            gc.collect()
+            used = (tracemalloc.get_traced_memory()[0] - base) / count
     finally:
         tracemalloc.stop()
     del objs
@@ -109,6 +122,7 @@ def measure_memory(factory: Callable[[], object], count: int) -> Memory:
         net_per_obj=(current - base) / count,
         peak_per_obj=(peak - base) / count,
         count=count,
+        used_net_per_obj=used,
     )
 
 

@@ -114,6 +114,7 @@ __all__ = [
     "log_args_mapper",
     "log_field",
     "merge_args",
+    "open_machine",
     "parse_args",
     "pass_args",
     "pipes",
@@ -133,7 +134,7 @@ def _fix_module() -> None:
     for name in __all__:
         obj = globals()[name]
         mod = getattr(obj, "__module__", "")
-        if isinstance(mod, str) and mod.startswith("trio_am.") and isinstance(obj, type):
+        if isinstance(mod, str) and mod.startswith("trio_am.") and callable(obj):
             try:
                 obj.__module__ = "trio_am"
             except (AttributeError, TypeError):  # pragma: no cover

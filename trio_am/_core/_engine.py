@@ -200,9 +200,8 @@ class Engine:
             self.verify_states(states)
         for tracer in tracers:
             self.bind_tracer(tracer)
-            hook = getattr(tracer, "machine_init", None)
-            if hook is not None:
-                hook(self)
+        if self._tr is not None:
+            self._trace("machine_init", self)
         if isinstance(parent, Engine):
             parent._trace("new_submachine", parent, self)
         if handlers is not None:
@@ -512,6 +511,11 @@ class Engine:
         if self._busy:
             raise Error("verify_states cannot run during a transition", machine_id=self._id)
         old = self._c
+        if list(old.names) != order and self._reg is not None and self._reg.count:
+            raise Error(
+                "verify_states cannot reorder states while subscriptions are pending",
+                machine_id=self._id,
+            )
         if list(old.names) != order:
             new = _compile(old.schema, order)
             ticks = [self._ticks[old.index[n]] for n in order]
@@ -521,11 +525,6 @@ class Engine:
             self._active_list = [new.index[old.names[i]] for i in self._active_list]
             if self._ctxs:
                 self._ctxs = {new.index[old.names[i]]: ctx for i, ctx in self._ctxs.items()}
-            if self._reg is not None and self._reg.count:
-                raise Error(
-                    "verify_states cannot reorder states with pending subscriptions",
-                    machine_id=self._id,
-                )
             self._rebuild_tables()
         self._states_verified = True
         self._trace("verify_states", self)
@@ -558,16 +557,17 @@ class Engine:
             ):
                 raise SchemaError("set_schema: names do not match the schema", machine_id=self._id)
             order = [n for n in names if n in norm] + [n for n in order if n not in names]
+        if self._reg is not None and self._reg.count and order[: old.n] != list(old.names):
+            raise Error(
+                "set_schema cannot reorder states while subscriptions are pending",
+                machine_id=self._id,
+            )
         new = _compile(norm, order)
         self._ticks = [self._ticks[old.index[n]] if n in old.index else 0 for n in order]
         self._active = sum(1 << i for i, t in enumerate(self._ticks) if t & 1)
         self._active_list = [new.index[old.names[i]] for i in self._active_list]
         if self._ctxs:
             self._ctxs = {new.index[old.names[i]]: ctx for i, ctx in self._ctxs.items()}
-        if self._reg is not None and self._reg.count and order[: old.n] != list(old.names):
-            raise Error(
-                "set_schema cannot reorder states with pending subscriptions", machine_id=self._id
-            )
         self._c = new
         self._rebuild_tables()
         self._trace("schema_change", self, old.schema)
@@ -1114,6 +1114,11 @@ class Engine:
         finally:
             self._busy = False
             self._auto_raised = None
+            tx = self._tx
+            if tx is not None:  # an error propagated out of a handler
+                tx.is_accepted = False
+                tx.is_completed = True
+                self._tx = None
         if self._tr is not None:
             self._trace("queue_end", self)
         reg = self._reg

@@ -18,6 +18,10 @@ __all__ = ["BASIC_SCHEMA", "BasicStates", "States"]
 class States:
     """Base of typed state sets.
 
+    Names are ordered like Go's struct embedding: the names of each base class, left
+    to right (each with its own bases first), then the class's own; duplicates keep
+    their first position.
+
     Example::
 
         class WorkerStates(am.BasicStates):
@@ -43,17 +47,22 @@ class States:
             own.append(name)
             setattr(cls, name, name)
         cls._am_own = tuple(own)
+        # Go's embedding order: each base (left to right) with its own bases first,
+        # then the class's own names; the first occurrence of a name wins
         names: list[str] = []
         groups: dict[str, list[str]] = {}
-        for klass in reversed(cls.__mro__):
-            if not (isinstance(klass, type) and issubclass(klass, States)) or klass is States:
-                continue
-            group = list(klass.__dict__.get("_am_own", ()))
-            if group:
-                groups[klass.__name__] = group
-            for name in group:
-                if name not in names:
-                    names.append(name)
+        for base in cls.__bases__:
+            if isinstance(base, type) and issubclass(base, States) and base is not States:
+                for name in base._am_names:
+                    if name not in names:
+                        names.append(name)
+                for gname, group in base._am_groups.items():
+                    groups.setdefault(gname, list(group))
+        for name in own:
+            if name not in names:
+                names.append(name)
+        if own:
+            groups[cls.__name__] = list(own)
         cls._am_names = tuple(names)
         cls._am_groups = groups
 

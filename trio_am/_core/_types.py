@@ -223,7 +223,8 @@ class Mutation:
         self.type = mtype
         self._called = called
         self._mask = mask
-        self.args: Mapping[str, Any] = args if args is not None else EMPTY_ARGS
+        # handlers get a read-only view of a copy: they cannot change the caller's dict
+        self.args: Mapping[str, Any] = MappingProxyType(dict(args)) if args else EMPTY_ARGS
         self.is_auto = is_auto
         self.is_check = is_check
         self.prepended = prepended
