@@ -1029,10 +1029,10 @@ class Engine:
         *,
         limit: bool = True,
     ) -> Result:
-        if self._disposed or self._disposing:
+        if self._disposing or self._disposed:
             return _CANCELED
         queue = self._queue
-        if len(queue) >= self._queue_limit:
+        if queue and len(queue) >= self._queue_limit or not self._queue_limit:
             e = self._c.exception
             ebit = 1 << e if e >= 0 else 0
             hatch = (
@@ -1058,7 +1058,7 @@ class Engine:
                 if self._log_level >= 3:
                     self._log(LogLevel.OPS, f"[queue:skipped] {mtype} {self._names_str(called)}")
                 return _EXECUTED
-            mut = Mutation(self._c.names, mtype, called, mask, args, source=source)
+            mut = Mutation(self._c.names, mtype, called, mask, args, source)
             self._queue_pending += 1
             mut.queue_tick = tick = self._queue_tick + self._queue_pending
             queue.append(mut)
@@ -1072,10 +1072,27 @@ class Engine:
             if self._tr is not None:
                 self._trace("mutation_queued", self, mut)
             return Result(2, tick)
-        mut = Mutation(self._c.names, mtype, called, mask, args, source=source)
+        mut = Mutation(self._c.names, mtype, called, mask, args, source)
         if self._breakpoints:
             self._check_breakpoints(mtype, mask, mut)
-        return self._run(mut, own_prepended=False)
+        # idle: process now, then drain what handlers queued (the body of _run, inlined
+        # because this is the hot path)
+        self._busy = True
+        try:
+            self._queue_tick = mut.queue_tick = self._queue_tick + 1
+            result = _transition.process(self, mut)
+            if self._reg is not None and self._reg.queue:
+                self._reg.check_queue(self._queue_tick)
+            if queue:
+                self._drain()
+        finally:
+            self._busy = False
+            self._auto_raised = None
+            if self._tx is not None:
+                self._abort_tx()
+        if self._tr is not None or self._reg is not None or self._dispose_pending:
+            self._after_drain()
+        return result
 
     def _is_duplicate(self, mtype: int, mask: int) -> bool:
         found = False
@@ -1114,11 +1131,20 @@ class Engine:
         finally:
             self._busy = False
             self._auto_raised = None
-            tx = self._tx
-            if tx is not None:  # an error propagated out of a handler
-                tx.is_accepted = False
-                tx.is_completed = True
-                self._tx = None
+            if self._tx is not None:
+                self._abort_tx()
+        self._after_drain()
+        return result
+
+    def _abort_tx(self) -> None:
+        # an error propagated out of a handler (panic_to_exception=False)
+        tx = self._tx
+        if tx is not None:
+            tx.is_accepted = False
+            tx.is_completed = True
+            self._tx = None
+
+    def _after_drain(self) -> None:
         if self._tr is not None:
             self._trace("queue_end", self)
         reg = self._reg
@@ -1128,7 +1154,6 @@ class Engine:
         if self._dispose_pending:
             self._dispose_pending = False
             self.dispose()
-        return result
 
     def _drain(self) -> None:
         queue = self._queue

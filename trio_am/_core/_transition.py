@@ -36,6 +36,15 @@ def _popcount(m: int) -> int:
     return m.bit_count()
 
 
+def _changed(mask: int, order: list[int]) -> list[int]:
+    """The states of ``mask``, in the order of ``order`` (cheap for 0 or 1 state)."""
+    if not mask:
+        return []
+    if not mask & (mask - 1):
+        return [mask.bit_length() - 1]
+    return [s for s in order if (mask >> s) & 1]
+
+
 class _Marker:
     __slots__ = ("name",)
 
@@ -51,7 +60,7 @@ _RAISED_MARK: Final = _Marker("RAISED")
 
 
 def process(m: Engine, mut: Mutation) -> Result:
-    if mut.type == EVAL:
+    if mut.type is EVAL:
         fn = mut.eval_fn
         if fn is not None:
             try:
@@ -61,8 +70,10 @@ def process(m: Engine, mut: Mutation) -> Result:
                 m.internal_errors.append(exc)
         return _EXECUTED
     c = m._c
-    m._seq += 1
-    tx = Transition(m, mut, m._seq, m._ticks.copy())
+    m._seq = seq = m._seq + 1
+    # ticks are copy-on-write: m._ticks is replaced, never changed in place, so the
+    # transition can keep the list it started with as its "before" time
+    tx = Transition(m, mut, seq, m._ticks)
     tr = m._tr
     if tr is not None:
         tx.t0 = time.time_ns()
@@ -70,8 +81,9 @@ def process(m: Engine, mut: Mutation) -> Result:
         if m._pre_log:
             tx.pre_log = m._pre_log
             m._pre_log = None
-    steps: list[Step] | None = [] if m._want_steps else None
-    tx.steps = steps
+    steps: list[Step] | None = None
+    if m._want_steps:
+        tx.steps = steps = []
     mtype = mut.type
     called = mut._called
     cmask = mut._mask
@@ -85,15 +97,16 @@ def process(m: Engine, mut: Mutation) -> Result:
     # 1. resolve
     if c.plain:
         # no relations: the base list is the target
-        if mtype == ADD:
+        if mtype is ADD:
             target = list(called)
-            for s in alist:
-                if not (cmask >> s) & 1:
-                    target.append(s)
+            if active & ~cmask:
+                for s in alist:
+                    if not (cmask >> s) & 1:
+                        target.append(s)
             tmask = active | cmask
             reactivate = cmask & c.multi_mask
-        elif mtype == REMOVE:
-            target = [s for s in alist if not (cmask >> s) & 1]
+        elif mtype is REMOVE:
+            target = [s for s in alist if not (cmask >> s) & 1] if active & ~cmask else []
             tmask = active & ~cmask
             reactivate = 0
         else:
@@ -147,10 +160,10 @@ def process(m: Engine, mut: Mutation) -> Result:
                     m._trace("transition_start", tx)
                 return end_canceled(m, tx)
 
-    exits = [s for s in alist if not (tmask >> s) & 1]
+    exits = _changed(active & ~tmask, alist)
     if len(exits) > 1:
         exits = sort_states(c, exits)
-    enters = [s for s in target if not (active >> s) & 1 or (reactivate >> s) & 1]
+    enters = _changed((tmask & ~active) | (reactivate & tmask), target)
     tx._exits = exits
     tx._enters = enters
     if tr is not None:
@@ -203,14 +216,14 @@ def process(m: Engine, mut: Mutation) -> Result:
         return _EXECUTED
 
     # 4. apply
-    ticks = m._ticks
+    ticks = m._ticks.copy()
     for s in exits:
         ticks[s] += 1
     for s in enters:
         ticks[s] += 2 if (active >> s) & 1 else 1
+    m._ticks = tx._after = ticks
     m._active = tmask
     m._active_list = target
-    tx._after = ticks.copy()
     ctxs = m._ctxs
     if ctxs:
         for s in exits:
@@ -239,8 +252,26 @@ def process(m: Engine, mut: Mutation) -> Result:
     # 5. final handlers
     reg = m._reg
     raised = False
-    if (tables is not None and tables.has_final) or (reg is not None and reg.args):
+    if reg is not None and reg.args:
         raised = finals(m, tx, tables, exits, enters, args, reg)
+    elif tables is not None and tables.has_final:
+        # finals() without subscriptions, inlined: this is the hot path
+        for s in exits:
+            h = tables.end[s]
+            if h is not None and call(m, tx, h, s, args):
+                rollback(m, tx, enters, 0)
+                raised = True
+                break
+        else:
+            for k, s in enumerate(enters):
+                h = tables.state[s]
+                if h is not None and call(m, tx, h, s, args):
+                    rollback(m, tx, enters, k)
+                    raised = True
+                    break
+            else:
+                h = tables.any_state
+                raised = bool(h) and bool(call(m, tx, h, -1, args))
 
     # 6. result
     if raised:
@@ -249,16 +280,16 @@ def process(m: Engine, mut: Mutation) -> Result:
         result = _EXECUTED if _popcount(tmask) > _popcount(active) else _CANCELED
     else:
         result = _EXECUTED
-    tx.is_accepted = result == _EXECUTED or (mut.is_auto and not raised)
+    tx.is_accepted = result is _EXECUTED or (mut.is_auto and not raised)
 
     # 7. auto round
     changed_any = bool(exits or enters) or raised
     if (
-        not raised
+        c.auto_mask
+        and not raised
         and changed_any
         and not mut.is_auto
         and not m._disposing
-        and c.auto_mask
         and not (mtype == ADD and len(mut._called) == 1 and c.names[mut._called[0]] in _HEALTH)
     ):
         auto_round(
@@ -478,7 +509,7 @@ def rollback(m: Engine, tx: Transition, enters: list[int], start: int) -> None:
     """Take the states entered from position ``start`` on out of the active set, then
     deactivate whatever lost a requirement (so relations still hold)."""
     c = m._c
-    ticks = m._ticks
+    ticks = m._ticks.copy()
     active = m._active
     changed: list[int] = []
     for s in enters[start:]:
@@ -495,6 +526,7 @@ def rollback(m: Engine, tx: Transition, enters: list[int], start: int) -> None:
             ticks[s] += 1
             active &= ~(1 << s)
             changed.append(s)
+    m._ticks = ticks
     m._active = active
     m._active_list = [s for s in m._active_list if (active >> s) & 1]
     tx._after = ticks.copy()

@@ -192,19 +192,14 @@ class Mutation:
         queue_tick: the queue tick it runs at (0 for prepended mutations).
     """
 
-    __slots__ = (
-        "_called",
-        "_mask",
-        "_names",
-        "args",
-        "eval_fn",
-        "is_auto",
-        "is_check",
-        "prepended",
-        "queue_tick",
-        "source",
-        "type",
-    )
+    __slots__ = ("__dict__", "_called", "_mask", "_names", "args", "queue_tick", "type")
+
+    # rarely set: class-level defaults, instance values only when given
+    is_auto: bool = False
+    is_check: bool = False
+    prepended: bool = False
+    source: MutSource | None = None
+    eval_fn: Callable[[], Any] | None = None
 
     def __init__(
         self,
@@ -213,11 +208,11 @@ class Mutation:
         called: tuple[int, ...],
         mask: int,
         args: Mapping[str, Any] | None,
+        source: MutSource | None = None,
         *,
         is_auto: bool = False,
         is_check: bool = False,
         prepended: bool = False,
-        source: MutSource | None = None,
     ) -> None:
         self._names = names
         self.type = mtype
@@ -225,12 +220,15 @@ class Mutation:
         self._mask = mask
         # handlers get a read-only view of a copy: they cannot change the caller's dict
         self.args: Mapping[str, Any] = MappingProxyType(dict(args)) if args else EMPTY_ARGS
-        self.is_auto = is_auto
-        self.is_check = is_check
-        self.prepended = prepended
-        self.source = source
         self.queue_tick = 0
-        self.eval_fn: Callable[[], Any] | None = None
+        if source is not None:
+            self.source = source
+        if is_auto:
+            self.is_auto = True
+        if is_check:
+            self.is_check = True
+        if prepended:
+            self.prepended = True
 
     @property
     def called(self) -> list[str]:
@@ -298,6 +296,9 @@ class Time(tuple[int, ...]):
         return " ".join(str(t) for t in self)
 
 
+_NONE: list[int] = []  # shared placeholder, never mutated
+
+
 class Transition:
     """The processing of one mutation: resolution, negotiation, apply, finals.
 
@@ -343,8 +344,8 @@ class Transition:
         self._seq = seq
         self._before = before
         self._after: list[int] | None = None
-        self._target: list[int] = before[:0]
-        self._enters = self._exits = self._target
+        self._target: list[int] = _NONE
+        self._enters = self._exits = _NONE
         self.is_accepted = True
         self.is_completed = False
 
@@ -444,10 +445,9 @@ class Event:
         name: the handler name, e.g. ``"Foo_enter"``.
         transition: the :class:`Transition`.
         args: read-only mapping of the mutation's args.
-        is_check: True during a dry run (``can_add`` / ``can_remove``): stay quiet.
     """
 
-    __slots__ = ("_state", "args", "is_check", "machine", "name", "transition")
+    __slots__ = ("_state", "args", "machine", "name", "transition")
 
     def __init__(
         self,
@@ -461,8 +461,12 @@ class Event:
         self.name = name
         self.transition = transition
         self.args = args
-        self.is_check = transition.mutation.is_check
         self._state = state
+
+    @property
+    def is_check(self) -> bool:
+        """True during a dry run (``can_add`` / ``can_remove``): stay quiet."""
+        return self.transition.mutation.is_check
 
     @property
     def mutation(self) -> Mutation:
