@@ -1032,7 +1032,7 @@ class Engine:
         if self._disposing or self._disposed:
             return _CANCELED
         queue = self._queue
-        if queue and len(queue) >= self._queue_limit or not self._queue_limit:
+        if (queue and len(queue) >= self._queue_limit) or not self._queue_limit:
             e = self._c.exception
             ebit = 1 << e if e >= 0 else 0
             hatch = (
