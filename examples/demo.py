@@ -27,8 +27,9 @@ import trio_am as am
 from trio_am import pipes
 
 FILES = ["a.txt", "b.txt", "c.txt"]
-FETCH_TIME = {"a.txt": 0.02, "b.txt": 0.05, "c.txt": 0.10}  # b.txt fails at 0.05 s
-COOL_DOWN = 0.15  # seconds to wait after a network error before fetching again
+FETCH_TIME = {"a.txt": 0.02, "b.txt": 0.06, "c.txt": 0.15}  # b.txt fails at 0.06 s
+COOL_DOWN = 0.3  # seconds to wait after a network error before fetching again
+RETRY_DELAY = 0.2  # MutRequest: seconds between attempts to add Fetching
 
 PIPELINE_SCHEMA = am.schema_merge(
     am.BASIC_SCHEMA,  # Exception, ErrNetwork (requires Exception), Start, Ready, ...
@@ -102,8 +103,8 @@ class Pipeline:
 
     async def retry(self, mach: am.Machine) -> None:
         # Each attempt to add Fetching is CANCELED while CoolDown is active; MutRequest
-        # retries with a fixed 0.1 s delay (backoff=0) until it is accepted.
-        req = am.MutRequest(mach, "add", ["Fetching"], delay=0.1, backoff=0, retries=5)
+        # retries with a fixed delay (backoff=0) until it is accepted.
+        req = am.MutRequest(mach, "add", ["Fetching"], delay=RETRY_DELAY, backoff=0, retries=5)
         await req.run()
         print(f"    retry: Fetching accepted after {req.attempts} attempt(s)")
         # A fresh attempt clears the old error; ErrNetwork requires Exception, so the

@@ -83,7 +83,6 @@ def schemas(
     if exception_relations is None:
         exception_relations = draw(st.integers(0, 3)) == 0
     extra = ["Exception"] if exception_relations else []
-    rel_size = st.integers(0, 2)
     schema: dict[str, Any] = {}
     for i, name in enumerate(names):
         everyone = names + extra
@@ -93,7 +92,7 @@ def schemas(
             pool = [p for p in pool if p not in exclude]
             if not pool:
                 return []
-            return draw(st.lists(st.sampled_from(pool), max_size=draw(rel_size), unique=True))
+            return draw(st.lists(st.sampled_from(pool), max_size=2, unique=True))
 
         require = pick(ordered)
         # no require-remove conflict on the same state (a SchemaError)

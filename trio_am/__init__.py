@@ -15,6 +15,7 @@ from __future__ import annotations
 from . import helpers as helpers
 from . import pipes as pipes
 from ._core._engine import Engine as Engine
+from ._core._handlers import ExceptionHandler as ExceptionHandler
 from ._core._logargs import log_args_mapper as log_args_mapper
 from ._core._schema import Schema as Schema
 from ._core._schema import State as State
@@ -37,6 +38,7 @@ from ._core._types import is_active_tick as is_active_tick
 from ._errors import Error as Error
 from ._errors import ExceptionActiveError as ExceptionActiveError
 from ._errors import HandlerBindError as HandlerBindError
+from ._errors import HandlerTimeoutError as HandlerTimeoutError
 from ._errors import MachineDisposedError as MachineDisposedError
 from ._errors import NestedEvalError as NestedEvalError
 from ._errors import SchemaError as SchemaError
@@ -79,7 +81,9 @@ __all__ = [
     "Error",
     "Event",
     "ExceptionActiveError",
+    "ExceptionHandler",
     "HandlerBindError",
+    "HandlerTimeoutError",
     "LogLevel",
     "Machine",
     "MachineDisposedError",

@@ -12,6 +12,7 @@ The tree (what the caller can do about each is in its docstring)::
      +-- ExceptionActiveError       the Exception state activated while you waited
      +-- TimeoutError (trio.TooSlowError)  a helper's timeout ran out
      +-- NestedEvalError            `eval` called from inside a handler
+     +-- HandlerTimeoutError        a handler ran longer than `handler_timeout`
 
 ``trio_am.rpc`` adds ``RpcError`` and its subclasses below ``Error``.
 
@@ -27,6 +28,7 @@ __all__ = [
     "Error",
     "ExceptionActiveError",
     "HandlerBindError",
+    "HandlerTimeoutError",
     "MachineDisposedError",
     "NestedEvalError",
     "SchemaError",
@@ -126,3 +128,33 @@ class ExceptionActiveError(Error):
 
 class NestedEvalError(Error):
     """``Machine.eval`` was called from inside a handler, where it would never run."""
+
+
+class HandlerTimeoutError(Error):
+    """A handler ran longer than the machine's ``handler_timeout``.
+
+    A synchronous handler cannot be interrupted: this is reported after it returned, to
+    ``mach.internal_errors`` (and logged). A negotiation handler that overran counts as
+    a veto; a final handler that overran is reported only. With
+    ``timeouts_to_exception=True`` the ``Exception`` state is added too.
+
+    Attributes:
+        handler: the handler name.
+        duration: how long it ran, in seconds.
+    """
+
+    handler: str
+    duration: float
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        machine_id: str | None = None,
+        state: str | None = None,
+        handler: str = "",
+        duration: float = 0.0,
+    ) -> None:
+        super().__init__(message, machine_id=machine_id, state=state)
+        self.handler = handler
+        self.duration = duration

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, Final
@@ -61,6 +62,8 @@ _EXECUTED: Final = Result.EXECUTED
 _CANCELED: Final = Result.CANCELED
 _COMPILED_CACHE: dict[tuple[Any, ...], Compiled] = {}
 _COMPILED_CACHE_MAX: Final = 256
+#: How many internal errors a machine keeps.
+INTERNAL_ERRORS_MAX: Final = 100
 
 StatesArg = Iterable[str] | str
 Args = Mapping[str, Any] | None
@@ -109,6 +112,7 @@ class Engine:
         "_disposing",
         "_err",
         "_groups",
+        "_handler_timeout",
         "_id",
         "_log_args",
         "_log_level",
@@ -130,6 +134,7 @@ class Engine:
         "_tables",
         "_tags",
         "_ticks",
+        "_timeouts_to_exception",
         "_tr",
         "_tracers",
         "_tx",
@@ -151,6 +156,8 @@ class Engine:
         panic_to_exception: bool = True,
         allow_any_names: bool = False,
         states: Sequence[str] | None = None,
+        handler_timeout: float | None = None,
+        timeouts_to_exception: bool = False,
     ) -> None:
         if id is not None and (not isinstance(id, str) or not id):
             raise Error(f"machine id must be a non-empty string, got {id!r}")
@@ -193,7 +200,15 @@ class Engine:
         self._groups: dict[str, list[str]] | None = None
         self._states_verified = False
         self._panic_to_exception = panic_to_exception
-        self.internal_errors: list[BaseException] = []
+        #: Errors that did not become the Exception state: handler timeouts, raising
+        #: tracers and callbacks (bounded: the oldest are dropped).
+        self.internal_errors: deque[BaseException] = deque(maxlen=INTERNAL_ERRORS_MAX)
+        if handler_timeout is not None and handler_timeout <= 0:
+            raise Error(
+                f"handler_timeout must be positive, got {handler_timeout!r}", machine_id=self._id
+            )
+        self._handler_timeout = handler_timeout
+        self._timeouts_to_exception = timeouts_to_exception
         if parent is not None:
             self._parent_id = parent if isinstance(parent, str) else parent.id
         if states is not None:
@@ -1007,8 +1022,10 @@ class Engine:
             return _CANCELED
         mut = Mutation(self._c.names, mtype, called, mask, args, is_check=True, prepended=True)
         if self._busy:
+            # prepended: it runs right after the current transition; like Go, the
+            # result is the plain constant 2, not a queue tick of its own
             self._queue.insert(0, mut)
-            return Result.QUEUED
+            return Result(2, 2)
         return self._run(mut, own_prepended=True)
 
     def prepend_mutation(self, mutation: Mutation) -> Result:

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from .._errors import HandlerBindError
 
-__all__ = ["Binding", "HandlerFn", "Tables", "discover"]
+__all__ = ["Binding", "ExceptionHandler", "HandlerFn", "Tables", "discover"]
 
 HandlerFn = Callable[[Any], Any]
 _SUFFIXES: Final = ("enter", "exit", "state", "end")
@@ -261,4 +261,29 @@ class Tables:
             self.any_state
             or any(x is not None for x in self.state)
             or any(x is not None for x in self.end)
+        )
+
+
+class ExceptionHandler:
+    """A mixin for handler classes: logs every error the ``Exception`` state receives
+    (with its traceback) to the ``trio_am.machine`` logger at ERROR level.
+
+    Example::
+
+        class Worker(am.ExceptionHandler):
+            def Work_state(self, e): ...
+    """
+
+    def Exception_state(self, e: Any) -> None:
+        """Log the error passed with the Exception state (``e.args["err"]``)."""
+        import logging
+
+        err = e.args.get("err")
+        trace = e.args.get("err_trace")
+        logging.getLogger("trio_am.machine").error(
+            "[%s] [error] %s%s",
+            e.machine.id[:5],
+            err,
+            f"\n{trace}" if trace else "",
+            extra={"machine_id": e.machine.id, "am_level": 2},
         )

@@ -258,20 +258,20 @@ def process(m: Engine, mut: Mutation) -> Result:
         # finals() without subscriptions, inlined: this is the hot path
         for s in exits:
             h = tables.end[s]
-            if h is not None and call(m, tx, h, s, args):
+            if h is not None and call(m, tx, h, s, args, True):
                 rollback(m, tx, enters, 0)
                 raised = True
                 break
         else:
             for k, s in enumerate(enters):
                 h = tables.state[s]
-                if h is not None and call(m, tx, h, s, args):
+                if h is not None and call(m, tx, h, s, args, True):
                     rollback(m, tx, enters, k)
                     raised = True
                     break
             else:
                 h = tables.any_state
-                raised = bool(h) and bool(call(m, tx, h, -1, args))
+                raised = bool(h) and bool(call(m, tx, h, -1, args, True))
 
     # 6. result
     if raised:
@@ -368,15 +368,25 @@ def auto_round(m: Engine) -> None:
 
 # negotiation --------------------------------------------------------------------
 def call(
-    m: Engine, tx: Transition, entries: list[Entry], state: int, args: Mapping[str, Any]
+    m: Engine,
+    tx: Transition,
+    entries: list[Entry],
+    state: int,
+    args: Mapping[str, Any],
+    final: bool = False,
 ) -> int:
+    """Call the handlers of one name in binding order. Returns ``_OK``, ``_VETO``
+    (negotiation only: ``False`` returned, or ``handler_timeout`` overrun) or
+    ``_RAISED`` (the recovery was scheduled)."""
     tr = m._tr
     steps = tx.steps
+    timeout = m._handler_timeout
     for bid, fn, name in entries:
         if m._log_level >= 3:
             m._log(LogLevel.OPS, f"[handler] {name}")
         if tr is not None:
             m._trace("handler_start", tx, bid, name)
+        if tr is not None or timeout is not None:
             t0 = time.perf_counter_ns()
         try:
             ret = fn(Event(m, name, tx, args, state))
@@ -384,21 +394,49 @@ def call(
             if tr is not None:
                 m._trace("handler_end", tx, bid, name)
             if steps is not None:
-                steps.append((2, state, state, -1, 0, name, 0))
+                steps.append((2, state, state, -1, 1 if final else 0, name, 0))
             handler_raised(m, tx, exc, name, state)
             return _RAISED
-        if tr is not None:
+        if tr is not None or timeout is not None:
             dur = time.perf_counter_ns() - t0
-            m._trace("handler_end", tx, bid, name)
-            if steps is not None:
-                steps.append((2, state, state, -1, 0, name, dur))
-        if ret is False:
+            if tr is not None:
+                m._trace("handler_end", tx, bid, name)
+                if steps is not None:
+                    steps.append((2, state, state, -1, 1 if final else 0, name, dur))
+            if (
+                timeout is not None
+                and dur > timeout * 1e9
+                and handler_timed_out(m, tx, name, state, dur, final)
+            ):
+                return _VETO
+        if ret is False and not final:
             if m._log_level >= 3:
                 m._log(LogLevel.OPS, f"[cancel] ({m._names_str(tx._target)}) by {name}")
             if steps is not None:
                 steps.append((64, state, state, -1, 0, name, 0))
             return _VETO
     return _OK
+
+
+def handler_timed_out(
+    m: Engine, tx: Transition, name: str, state: int, dur_ns: int, final: bool
+) -> bool:
+    """Report a handler that overran ``handler_timeout``; True when it vetoes."""
+    from .._errors import HandlerTimeoutError
+
+    err = HandlerTimeoutError(
+        f"handler {name} ran {dur_ns / 1e6:.1f} ms (handler_timeout {m._handler_timeout * 1000:.1f} ms)",  # type: ignore[operator]
+        machine_id=m._id,
+        state=m._c.names[state] if state >= 0 else None,
+        handler=name,
+        duration=dur_ns / 1e9,
+    )
+    m.internal_errors.append(err)
+    if m._log_level >= 4:
+        m._log(LogLevel.DECISIONS, f"[timeout] {name} ({dur_ns / 1e6:.1f} ms)")
+    if m._timeouts_to_exception:
+        m.add_err(err)
+    return not final
 
 
 def negotiate(
@@ -491,18 +529,18 @@ def finals(
     if t is not None:
         for s in exits:
             h = t.end[s]
-            if h is not None and call(m, tx, h, s, args):
+            if h is not None and call(m, tx, h, s, args, True):
                 rollback(m, tx, enters, 0)
                 return True
     for k, s in enumerate(enters):
         if t is not None:
             h = t.state[s]
-            if h is not None and call(m, tx, h, s, args):
+            if h is not None and call(m, tx, h, s, args, True):
                 rollback(m, tx, enters, k)
                 return True
         if reg is not None and reg.args:
             reg.match_args(s, args)
-    return bool(t is not None and t.any_state and call(m, tx, t.any_state, -1, args))
+    return bool(t is not None and t.any_state and call(m, tx, t.any_state, -1, args, True))
 
 
 def rollback(m: Engine, tx: Transition, enters: list[int], start: int) -> None:

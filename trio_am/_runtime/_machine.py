@@ -57,6 +57,10 @@ class Machine(Engine):
             handlers with ``bind_handler_maps``).
         states: a state order, or an ``am.States`` class/instance (calls
             ``verify_states`` and sets groups).
+        handler_timeout: seconds a handler may run; an overrun is reported to
+            ``internal_errors`` as ``am.HandlerTimeoutError`` (a negotiation handler
+            that overran vetoes). None (default) disables timing.
+        timeouts_to_exception: also add the ``Exception`` state on an overrun.
 
     Raises:
         SchemaError: invalid schema.
@@ -88,6 +92,8 @@ class Machine(Engine):
         panic_to_exception: bool = True,
         allow_any_names: bool = False,
         states: Any = None,
+        handler_timeout: float | None = None,
+        timeouts_to_exception: bool = False,
     ) -> None:
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
@@ -106,6 +112,8 @@ class Machine(Engine):
             panic_to_exception=panic_to_exception,
             allow_any_names=allow_any_names,
             states=_state_names(states),
+            handler_timeout=handler_timeout,
+            timeouts_to_exception=timeouts_to_exception,
         )
         groups = getattr(states, "groups", None)
         if callable(groups):
