@@ -90,8 +90,9 @@ def main() -> None:
     show("remove1 WaterLow", mach.remove1("WaterLow"), mach)
     show("add1 Brewing cups=9", mach.add1("Brewing", {"cups": 9}), mach)
     show("add1 Brewing cups=2", mach.add1("Brewing", {"cups": 2}), mach)
-    print("is1 Brewing:", mach.is1("Brewing"), "| is_all PowerOn Brewing:",
-          mach.is_all(["PowerOn", "Brewing"]), "| not1 Light:", mach.not1("Light"))
+    both = mach.is_all(["PowerOn", "Brewing"])
+    print(f"is1 Brewing: {mach.is1('Brewing')} | is_all PowerOn Brewing: {both}", end=" ")
+    print(f"| not1 Light: {mach.not1('Light')}")
 
     print("\n# 4. toggle and set")
     show("toggle1 Light", mach.toggle1("Light"), mach)
@@ -101,18 +102,20 @@ def main() -> None:
 
     # --- clocks -------------------------------------------------------------------
     print("\n# 5. Ticks and clocks: every change moves a state's tick; odd = active")
-    print("tick Brewing:", mach.tick("Brewing"), "-> active?",
-          am.is_active_tick(mach.tick("Brewing")))
+    tick = mach.tick("Brewing")
+    print(f"tick Brewing: {tick} -> active? {am.is_active_tick(tick)}")
     print("clock:", mach.clock())
     before = mach.time()  # a Time: ticks in state order
     print("time:", before)
-    mach.add1("PowerOn")  # already active: nothing changes, no tick moves
+    # already active: no tick moves (any_state still runs: the transition was accepted)
+    mach.add1("PowerOn")
     print("after re-adding PowerOn, is_time(before):", mach.is_time(before))
     mach.add1("Brewing")
     mach.remove1("Brewing")
-    print("after brewing once more, is_time(before):", mach.is_time(before),
-          "| Brewing tick:", mach.tick("Brewing"),
-          "| activations:", (mach.tick("Brewing") + 1) // 2)
+    tick = mach.tick("Brewing")
+    print(f"after brewing once more, is_time(before): {mach.is_time(before)}", end=" ")
+    # each activation moves the tick by 2 (on, then off): activations = (tick + 1) // 2
+    print(f"| Brewing tick: {tick} | activations: {am.helpers.activations(tick)}")
 
     # --- errors -------------------------------------------------------------------
     print("\n# 6. Errors: add_err() activates the Exception state with args['err']")

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import trio_am as am
 from trio_am.schemas import CONNECTED_SCHEMA
 
-CHAT_SCHEMA = {
+CHAT_SCHEMA: dict[str, dict[str, object]] = {
     # logging in brings Presence and History along (add), both need LoggedIn (require)
     "LoggedIn": {"require": ["Connected"], "add": ["History", "Presence"]},
     "Presence": {"require": ["LoggedIn"]},
@@ -137,8 +137,8 @@ def main() -> None:
 
     print("\n# Canceled mutations")
     step(mach, "add1 Presence (blocked by active DoNotDisturb)", mach.add1("Presence"))
-    step(mach, "add Connecting Connected (exclude each other)",
-         mach.add(["Connecting", "Connected"]))
+    both = mach.add(["Connecting", "Connected"])
+    step(mach, "add Connecting Connected (exclude each other)", both)
     step(mach, "add1 Message (state-state veto)", mach.add1("Message", {"text": "spam"}))
     step(mach, "add1 Message urgent", mach.add1("Message", {"text": "!", "urgent": True}))
 

@@ -21,12 +21,13 @@ import trio
 
 import trio_am as am
 
-SCHEMA = {
-    "Start": {},
-    "Connected": {"require": ["Start"]},
-    "Ready": {"require": ["Connected"]},
-    "Job": {"multi": True, "require": ["Connected"]},
-    "Done": {},
+# The schema written with am.State values (plain dicts work as well, see basic.py).
+SCHEMA: dict[str, am.State] = {
+    "Start": am.State(),
+    "Connected": am.State(require=["Start"]),
+    "Ready": am.State(require=["Connected"]),
+    "Job": am.State(multi=True, require=["Connected"]),
+    "Done": am.State(),
 }
 
 
@@ -66,7 +67,7 @@ async def main() -> None:
 
         print("\n# 2. when_args: wait for the Job with id=3")
         w_args = mach.when_args("Job", {"id": 3})
-        mach.fork(produce_jobs, mach, range(1, 5), 0.01)
+        mach.fork(produce_jobs, mach, range(1, 5), 0.02)
         await w_args
         print(f"when_args(Job, id=3) resolved, Job tick {mach.tick('Job')}")
 
@@ -76,14 +77,14 @@ async def main() -> None:
         print(f"when_time(Job >= {target}) resolved")
 
         print("\n# 4. when_query: any predicate over the whole clock")
-        mach.fork(produce_jobs, mach, range(5, 8), 0.01)
+        mach.fork(produce_jobs, mach, range(5, 8), 0.02)
         await mach.when_query(lambda clock: am.helpers.activations(clock["Job"]) >= 7)
         print(f"when_query(7 jobs) resolved: {am.helpers.activations(mach.tick('Job'))} jobs")
 
         print("\n# 5. wait_for_all: several waiters, one deadline")
         w_two_more = mach.when_ticks("Job", 4)  # two more activations (4 ticks)
         w_nine = mach.when_query(lambda clock: am.helpers.activations(clock["Job"]) >= 9)
-        mach.fork(produce_jobs, mach, range(8, 10), 0.01)
+        mach.fork(produce_jobs, mach, range(8, 10), 0.02)
         await am.wait_for_all(w_two_more, w_nine, timeout=1)
         print("wait_for_all resolved")
         try:

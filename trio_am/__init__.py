@@ -18,6 +18,7 @@ from ._core._engine import Engine as Engine
 from ._core._handlers import ExceptionHandler as ExceptionHandler
 from ._core._logargs import log_args_mapper as log_args_mapper
 from ._core._schema import Schema as Schema
+from ._core._schema import SchemaLike as SchemaLike
 from ._core._schema import State as State
 from ._core._schema import schema_merge as schema_merge
 from ._core._schema import states_by_tag as states_by_tag
@@ -96,6 +97,7 @@ __all__ = [
     "Result",
     "Schema",
     "SchemaError",
+    "SchemaLike",
     "State",
     "StateCtx",
     "StateError",

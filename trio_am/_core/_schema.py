@@ -116,8 +116,9 @@ class State:
 
 #: A schema: state name -> definition.
 Schema = Mapping[str, State]
-#: What the API accepts as a schema: State values or plain dicts (or None for an empty one).
-SchemaLike = Mapping[str, "State | Mapping[str, Any] | None"]
+#: What the API accepts as a schema: state name -> ``State``, a plain dict of its
+#: fields, or None for a state without properties (checked at machine creation).
+SchemaLike = Mapping[str, Any]
 
 
 def _to_state(name: str, value: object) -> State:
