@@ -156,6 +156,30 @@ async def test_disposing_state_added_before_disposal():
     assert log == [("Start_end", False), ("Disposing_state", False, False)]
 
 
+@pytest.mark.parametrize("panic_to_exception", [True, False])
+async def test_leaving_block_disposes_even_if_disposing_handler_raises(panic_to_exception):
+    """api.md: "Leaving the block disposes the machine and cancels every state context"."""
+
+    class H:
+        def Disposing_state(self, e):
+            raise RuntimeError("cleanup failed")
+
+    schema = {"Foo": {}, "Disposing": {}}
+    try:
+        async with am.open_machine(
+            schema, handlers=H(), panic_to_exception=panic_to_exception
+        ) as mach:
+            mach.add1("Foo")
+            ctx = mach.state_ctx("Foo")
+            w = mach.when_not1("Foo")
+    except* RuntimeError:
+        pass  # whether the handler's error propagates is not the point here
+    assert mach.disposed
+    assert ctx.expired
+    assert w.done
+    assert mach.add1("Foo") == am.Result.CANCELED
+
+
 async def test_enclosing_cancel_scope_disposes_machine():
     probe = Probe()
     with trio.CancelScope() as cs:
@@ -195,11 +219,11 @@ async def test_dispose_inside_block_cancels_forks_and_keeps_nursery():
         await trio.testing.wait_all_tasks_blocked()
         assert probe.cancelled
         assert isinstance(mach.nursery, trio.Nursery)
-        # a fork made after disposal is cancelled at its first checkpoint
+        # a fork made after disposal never starts its body
         late = Probe()
         mach.fork(late)
         await trio.testing.wait_all_tasks_blocked()
-        assert late.finished and late.cancelled
+        assert not late.started.is_set() and not late.finished
 
 
 async def test_aclose_waits_for_forks_to_finish_cancelling(autojump_clock):
@@ -487,10 +511,15 @@ async def test_fork_passes_args():
     async def work(a, b):
         got.append((a, b))
 
-    async with am.open_machine(FB) as mach:
+    class H:
+        def Foo_state(self, e):
+            e.fork(work, 3, "four")
+
+    async with am.open_machine(FB, handlers=H()) as mach:
         mach.fork(work, 1, "two")
+        mach.add1("Foo")
         await trio.testing.wait_all_tasks_blocked()
-    assert got == [(1, "two")]
+    assert sorted(got) == [(1, "two"), (3, "four")]
 
 
 async def test_fork_on_inactive_state_runs_until_activation():
@@ -550,8 +579,9 @@ async def test_e_fork_multi_reactivation_cancels_previous():
         assert not probes[1].finished
 
 
-async def test_e_fork_with_state_removed_in_same_drain_never_runs_past_start():
-    """Foo is removed by a mutation queued from Foo_state: the fork is already expired."""
+async def test_e_fork_with_state_removed_in_same_drain_never_runs():
+    """Foo is removed by a mutation queued from Foo_state: the fork is already expired
+    when its task gets its first turn, so its body never starts."""
     probe = Probe()
 
     class H:
@@ -563,7 +593,34 @@ async def test_e_fork_with_state_removed_in_same_drain_never_runs_past_start():
         mach.add1("Foo")
         assert mach.not1("Foo")
         await trio.testing.wait_all_tasks_blocked()
-        assert probe.finished and probe.cancelled
+        assert not probe.started.is_set() and not probe.finished
+
+
+@pytest.mark.parametrize("use_limiter", [False, True])
+async def test_fork_whose_context_expired_before_it_started_does_not_run(use_limiter):
+    """Foo's activation ends (a removal queued by Foo_state) before the forked task gets
+    its first turn: the task "is cancelled when that tick changes" (machine.md §17.3),
+    so none of its body may run; with a limiter it already does not (the limiter's
+    checkpoint raises Cancelled first)."""
+    ran = []
+
+    class H:
+        def Foo_state(self, e):
+            limiter = trio.CapacityLimiter(1) if use_limiter else None
+            e.machine.fork(self.work, state="Foo", limiter=limiter)
+            e.machine.remove1("Foo")
+
+        async def work(self):
+            ran.append(mach.is1("Foo"))
+            mach.add1("Bar")  # stale work: Foo is already gone
+            await trio.lowlevel.checkpoint()
+
+    async with am.open_machine(FB, handlers=H()) as mach:
+        mach.add1("Foo")
+        assert mach.not1("Foo")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ran == []
+        assert mach.not1("Bar")
 
 
 @pytest.mark.parametrize(
@@ -610,18 +667,24 @@ async def test_fork_from_negotiation_via_mach_fork_is_allowed_with_state():
 async def test_fork_that_raises_adds_exception_and_nursery_survives():
     boom = ValueError("boom")
     survivor = Probe()
+    seen = []
+
+    class H:
+        def Exception_state(self, e):
+            seen.append(e.args.get("err"))
 
     async def bad():
         await trio.lowlevel.checkpoint()
         raise boom
 
-    async with am.open_machine(FB) as mach:
+    async with am.open_machine(FB, handlers=H()) as mach:
         mach.fork(survivor)
         w = mach.when_err()
         mach.fork(bad, state="Foo")
         await w
         assert mach.is1("Exception")
         assert mach.err is boom
+        assert seen == [boom]
         await trio.testing.wait_all_tasks_blocked()
         assert not survivor.finished  # the nursery did not crash
         assert mach.add1("Foo") == am.Result.EXECUTED  # still usable
@@ -738,3 +801,66 @@ async def test_fork_unknown_state():
     async with am.open_machine(FB) as mach:
         with pytest.raises(am.StateUnknownError):
             mach.fork(Probe(), state="Nope")
+
+
+async def test_fork_after_block_raises():
+    async with am.open_machine(FB) as mach:
+        pass
+    probe = Probe()
+    with pytest.raises(am.Error):
+        mach.fork(probe)
+    assert not probe.started.is_set()
+
+
+async def test_dispose_from_a_handler_happens_after_the_drain():
+    in_handler = []
+
+    class H:
+        def Foo_state(self, e):
+            e.machine.dispose()
+            in_handler.append(e.machine.disposed)  # deferred until the drain ends
+
+    async with am.open_machine(FB, handlers=H()) as mach:
+        w = mach.when_next_active("Foo")
+        ctx = mach.state_ctx("Bar")
+        assert mach.add1("Foo") == am.Result.EXECUTED
+        assert in_handler == [False]
+        assert mach.disposed
+        assert ctx.expired
+        assert w.is_set()  # Foo activated before disposal
+        w2 = mach.when1("Bar")
+        with pytest.raises(am.MachineDisposedError):
+            await w2
+
+
+async def test_disposal_wakes_wait_expired():
+    async with am.open_machine(FB) as mach:
+        ctx = mach.state_ctx("Foo")
+        done = []
+
+        async def waiter():
+            await ctx.wait_expired()
+            done.append(True)
+
+        mach.nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        mach.dispose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert done == [True]
+
+
+async def test_fork_from_a_state_handler_that_raises_is_cancelled_by_the_rollback():
+    probe = Probe()
+
+    class H:
+        def Foo_state(self, e):
+            e.fork(probe)
+            raise ValueError("Foo_state failed")
+
+    async with am.open_machine(FB, handlers=H()) as mach:
+        mach.add1("Foo")
+        assert mach.not1("Foo")  # rolled back
+        assert mach.is1("Exception")
+        await trio.testing.wait_all_tasks_blocked()
+        # the rollback ended Foo's activation before the task's first turn
+        assert not probe.started.is_set() and not probe.finished

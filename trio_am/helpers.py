@@ -72,12 +72,13 @@ def _deadline(timeout: float | None) -> float:
     return trio.current_time() + timeout
 
 
-async def _with_timeout(timeout: float | None, what: str, coro_fn: Callable[[], Any]) -> Any:
-    with trio.move_on_at(_deadline(timeout)) as scope:
-        return await coro_fn()
-    if scope.cancelled_caught:
+async def _with_timeout(
+    timeout: float | None, what: str, coro_fn: Callable[[], Any], done: Callable[[], bool]
+) -> None:
+    with trio.move_on_at(_deadline(timeout)):
+        await coro_fn()
+    if not done():  # a condition that holds wins over a deadline that passed meanwhile
         raise TimeoutError(f"{what}: timed out after {timeout} s")
-    return None  # pragma: no cover
 
 
 def _first_error(waiters: Iterable[Waiter]) -> BaseException | None:
@@ -96,10 +97,13 @@ async def wait_for_all(*waiters: Waiter, timeout: float | None = None) -> None:
     """
     ws = list(waiters)
 
-    async def run() -> None:
-        await _wait_until(ws, lambda: all(w.done for w in ws) or _first_error(ws) is not None)
+    def done() -> bool:
+        return all(w.done for w in ws) or _first_error(ws) is not None
 
-    await _with_timeout(timeout, "wait_for_all", run)
+    async def run() -> None:
+        await _wait_until(ws, done)
+
+    await _with_timeout(timeout, "wait_for_all", run, done)
     err = _first_error(ws)
     if err is not None:
         raise err
@@ -117,10 +121,13 @@ async def wait_for_any(*waiters: Waiter, timeout: float | None = None) -> int:
     if not ws:
         raise ValueError("wait_for_any needs at least one waiter")
 
-    async def run() -> None:
-        await _wait_until(ws, lambda: any(w.done for w in ws))
+    def done() -> bool:
+        return any(w.done for w in ws)
 
-    await _with_timeout(timeout, "wait_for_any", run)
+    async def run() -> None:
+        await _wait_until(ws, done)
+
+    await _with_timeout(timeout, "wait_for_any", run, done)
     for i, w in enumerate(ws):
         if w.done:
             if w.error is not None:
@@ -147,13 +154,13 @@ async def wait_for_err_all(mach: Machine, *waiters: Waiter, timeout: float | Non
     ws = list(waiters)
     try:
 
-        async def run() -> None:
-            await _wait_until(
-                [*ws, err_w],
-                lambda: err_w.done or all(w.done for w in ws) or _first_error(ws) is not None,
-            )
+        def done() -> bool:
+            return err_w.done or all(w.done for w in ws) or _first_error(ws) is not None
 
-        await _with_timeout(timeout, "wait_for_err_all", run)
+        async def run() -> None:
+            await _wait_until([*ws, err_w], done)
+
+        await _with_timeout(timeout, "wait_for_err_all", run, done)
     finally:
         err_w.close()
     if err_w.is_set():
@@ -178,10 +185,13 @@ async def wait_for_err_any(mach: Machine, *waiters: Waiter, timeout: float | Non
     ws = list(waiters)
     try:
 
-        async def run() -> None:
-            await _wait_until([*ws, err_w], lambda: err_w.done or any(w.done for w in ws))
+        def done() -> bool:
+            return err_w.done or any(w.done for w in ws)
 
-        await _with_timeout(timeout, "wait_for_err_any", run)
+        async def run() -> None:
+            await _wait_until([*ws, err_w], done)
+
+        await _with_timeout(timeout, "wait_for_err_any", run, done)
     finally:
         err_w.close()
     if err_w.is_set():

@@ -176,6 +176,7 @@ def bind_many(
     tss = list(target_states) if target_states is not None else list(states)
     if len(tss) != len(states):
         raise ValueError("bind_many: states and target_states differ in length")
+    _check(source, target, list(zip(states, tss, strict=True)))  # nothing bound on bad names
     out = PipeBinding(source, [])
     for s, t in zip(states, tss, strict=True):
         out = out | bind(source, target, s, t, t)

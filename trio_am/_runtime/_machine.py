@@ -219,9 +219,11 @@ class Machine(Engine):
         if self.disposed:
             return
         idx = self._c.index.get("Disposing")
-        if idx is not None and not self._busy:
-            self.add1("Disposing")
-        self.dispose()
+        try:
+            if idx is not None and not self._busy:
+                self.add1("Disposing")
+        finally:
+            self.dispose()
 
     def _on_disposed(self) -> None:
         if self._life is not None:
@@ -296,6 +298,8 @@ class Machine(Engine):
     ) -> None:
         try:
             with ctx:
+                # an activation that ended before the task started: do not run at all
+                await trio.lowlevel.checkpoint_if_cancelled()
                 try:
                     if limiter is not None:
                         async with limiter:
@@ -312,7 +316,17 @@ class Machine(Engine):
                             extra={"machine_id": self._id},
                         )
                     else:
-                        self.add_err(exc)
+                        try:
+                            self.add_err(exc)
+                        except (
+                            Exception
+                        ) as exc2:  # panic_to_exception=False and a raising Exception handler
+                            self.internal_errors.append(exc2)
+                            _logger.exception(
+                                "[%s] reporting a forked task's error failed",
+                                self._id,
+                                extra={"machine_id": self._id},
+                            )
         finally:
             self._forks -= 1
             if not self._forks and self._forks_done is not None:
