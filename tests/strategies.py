@@ -104,7 +104,12 @@ def schemas(
             d["auto"] = True
         if multi and draw(st.integers(0, 3)) == 0:
             d["multi"] = True
-        for key, value in (("require", require), ("add", add), ("remove", remove), ("after", after)):
+        for key, value in (
+            ("require", require),
+            ("add", add),
+            ("remove", remove),
+            ("after", after),
+        ):
             if value:
                 d[key] = value
         schema[name] = am.State(**d) if draw(st.booleans()) else d
@@ -175,9 +180,7 @@ def ops(
     errors: bool = True,
 ) -> st.SearchStrategy[list[Op]]:
     """A random mutation sequence over ``names``."""
-    return st.lists(
-        op(names, checks=checks, errors=errors), min_size=min_size, max_size=max_size
-    )
+    return st.lists(op(names, checks=checks, errors=errors), min_size=min_size, max_size=max_size)
 
 
 def idle_ops(names: Sequence[str], **kw: Any) -> st.SearchStrategy[list[Op]]:

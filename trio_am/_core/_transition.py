@@ -36,6 +36,16 @@ def _popcount(m: int) -> int:
     return m.bit_count()
 
 
+def expire_ctxs(m: Engine, states: list[int]) -> None:
+    """Expire the state contexts of states whose tick just changed (machine.md §9.3)."""
+    ctxs = m._ctxs
+    if ctxs:
+        for s in states:
+            ctx = ctxs.pop(s, None)
+            if ctx is not None:
+                ctx._expire()
+
+
 def _changed(mask: int, order: list[int]) -> list[int]:
     """The states of ``mask``, in the order of ``order`` (cheap for 0 or 1 state)."""
     if not mask:
@@ -224,16 +234,9 @@ def process(m: Engine, mut: Mutation) -> Result:
     m._ticks = tx._after = ticks
     m._active = tmask
     m._active_list = target
-    ctxs = m._ctxs
-    if ctxs:
-        for s in exits:
-            ctx = ctxs.pop(s, None)
-            if ctx is not None:
-                ctx._expire()
-        for s in enters:
-            ctx = ctxs.pop(s, None)
-            if ctx is not None:
-                ctx._expire()
+    if m._ctxs:
+        expire_ctxs(m, exits)
+        expire_ctxs(m, enters)
     if steps is not None:
         for s in exits:
             steps.append((8, -1, s, -1, 0, None, 0))
@@ -567,16 +570,11 @@ def rollback(m: Engine, tx: Transition, enters: list[int], start: int) -> None:
     m._ticks = ticks
     m._active = active
     m._active_list = [s for s in m._active_list if (active >> s) & 1]
-    tx._after = ticks.copy()
+    tx._after = ticks
     if changed:
         if m._log_level >= 2:
             m._log(LogLevel.CHANGES, f"[recover] -{' -'.join(c.names[s] for s in changed)}")
-        ctxs = m._ctxs
-        if ctxs:
-            for s in changed:
-                ctx = ctxs.pop(s, None)
-                if ctx is not None:
-                    ctx._expire()
+        expire_ctxs(m, changed)
 
 
 def result_after_rollback(
