@@ -131,3 +131,13 @@ def test_exception_handler_mixin_logs(caplog: pytest.LogCaptureFixture) -> None:
     assert records and records[0].levelno == logging.ERROR
     assert getattr(records[0], "machine_id", None) == "mixin"
     assert "ValueError" in records[0].getMessage()  # the traceback is included
+
+
+def test_error_lines_reach_stdlib_logging_at_error_level(caplog: pytest.LogCaptureFixture) -> None:
+    m = am.Machine({"A": {}}, id="errlog", log_level=am.LogLevel.CHANGES)
+    with caplog.at_level(logging.DEBUG, logger="trio_am.machine"):
+        m.add1("A")
+        m.add_err(ValueError("bad"))
+    levels = {r.getMessage().split("] ", 1)[1].split(" ")[0]: r.levelno for r in caplog.records}
+    assert levels["[state]"] == logging.INFO
+    assert levels["[error]"] == logging.ERROR

@@ -803,7 +803,7 @@ class Engine:
             self._log_sink(level, text, self)
         else:
             _logger.log(
-                _PY_LEVEL.get(level, logging.DEBUG),
+                logging.ERROR if text.startswith("[error") else _PY_LEVEL.get(level, logging.DEBUG),
                 "[%s] %s",
                 self._id[:5],
                 text,
