@@ -592,10 +592,15 @@ def result_after_rollback(
 def handler_raised(m: Engine, tx: Transition, exc: Exception, name: str, state: int) -> None:
     """A handler raised: record the error and prepend an Exception mutation."""
     mut = tx.mutation
-    if mut.is_auto and state >= 0:
-        if m._auto_raised is None:
-            m._auto_raised = {}
-        m._auto_raised[state] = m._auto_raised.get(state, 0) + 1
+    if mut.is_auto:
+        # count the raise against the auto states this round called (the raising handler
+        # may belong to a state they only imply): after two, they sit out further auto
+        # rounds of this drain, so a raising handler cannot loop the machine (§16)
+        counts = m._auto_raised
+        if counts is None:
+            counts = m._auto_raised = {}
+        for s in mut._called:
+            counts[s] = counts.get(s, 0) + 1
     if not m._panic_to_exception:
         raise exc
     m._record_err(exc)
