@@ -239,9 +239,11 @@ async def fork_cancel_loop(
 ) -> tuple[int, float]:
     """``n`` cycles of add1 / fork(state="A") / remove1; returns (completed cycles, seconds).
 
-    A cycle is completed when its task started and was then cancelled. With ``wait_start``
-    every task is allowed to start before A is removed; otherwise the loop only drains (waits
-    for all tasks to block) every ``drain_every`` cycles, so tasks start already cancelled.
+    With ``wait_start`` every task is allowed to start before A is removed, and a cycle is
+    completed when its task started and was then cancelled. Otherwise the loop only drains
+    (waits for all tasks to block) every ``drain_every`` cycles: A's activation has ended
+    before the task's first turn, so its body never runs (trio_am skips it), and a cycle
+    is completed when its task is gone from the machine's nursery.
     """
     counter = ForkCounter()
     async with am().open_machine({"A": {}}) as mach:
@@ -256,7 +258,10 @@ async def fork_cancel_loop(
                 await trio.testing.wait_all_tasks_blocked()
         await trio.testing.wait_all_tasks_blocked()
         elapsed = time.perf_counter() - t0
-    return min(counter.started, counter.cancelled), elapsed
+        alive = len(mach.nursery.child_tasks)
+    if wait_start:
+        return min(counter.started, counter.cancelled), elapsed
+    return n - alive, elapsed
 
 
 class ForkCancelRunner:

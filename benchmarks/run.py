@@ -224,7 +224,7 @@ def case_fork(cfg: Config) -> list[Row]:
     rows = []
     variants = (
         (True, "4", "fork+cancel, each task started before remove1"),
-        (False, "4b", "fork+cancel, drained every 100 cycles"),
+        (False, "4b", "fork+cancel before the task's first turn (body skipped)"),
     )
     for wait_start, key, label in variants:
         cell = attempt(
@@ -234,7 +234,11 @@ def case_fork(cfg: Config) -> list[Row]:
             ),
             lambda value: fmt_rate(value[0]),
         )
-        note = "cycles whose task started and got cancelled"
+        note = (
+            "cycles whose task started and got cancelled"
+            if wait_start
+            else "cycles whose task ended without running"
+        )
         if isinstance(cell.raw, tuple):
             rate, ratio = cell.raw
             cell.raw = {**rate.as_dict(), "min_completed_ratio": ratio}

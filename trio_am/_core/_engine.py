@@ -139,7 +139,7 @@ class Engine:
         "_tracers",
         "_tx",
         "_want_steps",
-        "internal_errors",
+        "_internal_errors",
     )
 
     def __init__(
@@ -200,9 +200,7 @@ class Engine:
         self._groups: dict[str, list[str]] | None = None
         self._states_verified = False
         self._panic_to_exception = panic_to_exception
-        #: Errors that did not become the Exception state: handler timeouts, raising
-        #: tracers and callbacks (bounded: the oldest are dropped).
-        self.internal_errors: deque[BaseException] = deque(maxlen=INTERNAL_ERRORS_MAX)
+        self._internal_errors: deque[BaseException] | None = None
         if handler_timeout is not None and handler_timeout <= 0:
             raise Error(
                 f"handler_timeout must be positive, got {handler_timeout!r}", machine_id=self._id
@@ -280,6 +278,18 @@ class Engine:
     def err(self) -> Any:
         """The latest error passed to ``add_err*`` (or raised by a handler), else None."""
         return self._err
+
+    @property
+    def internal_errors(self) -> deque[BaseException]:
+        """Errors that did not become the ``Exception`` state: handler timeouts, raising
+        tracers and callbacks. Bounded: only the latest 100 are kept."""
+        errs = self._internal_errors
+        if errs is None:
+            errs = self._internal_errors = deque(maxlen=INTERNAL_ERRORS_MAX)
+        return errs
+
+    def _internal_error(self, exc: BaseException) -> None:
+        self.internal_errors.append(exc)
 
     @property
     def transition(self) -> Transition | None:
@@ -760,7 +770,7 @@ class Engine:
                     hook,
                     extra={"machine_id": self._id},
                 )
-                self.internal_errors.append(exc)
+                self._internal_error(exc)
                 self.detach_tracer(tracer)
 
     @property
@@ -995,7 +1005,7 @@ class Engine:
             try:
                 fn(self, err)
             except Exception as exc:  # pragma: no cover - defensive
-                self.internal_errors.append(exc)
+                self._internal_error(exc)
 
     def can_add(self, states: StatesArg, args: Args = None) -> Result:
         """Dry run of :meth:`add`: runs resolution and negotiation handlers (with
@@ -1432,7 +1442,7 @@ class Engine:
             try:
                 fn(self._id)
             except Exception as exc:
-                self.internal_errors.append(exc)
+                self._internal_error(exc)
                 _logger.exception("on_dispose callback raised", extra={"machine_id": self._id})
         self._on_disposed()
         self._ticks = [0] * self._c.n

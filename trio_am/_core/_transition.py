@@ -77,7 +77,7 @@ def process(m: Engine, mut: Mutation) -> Result:
                 fn()
             except Exception as exc:
                 m._log(LogLevel.CHANGES, f"[error] eval: {exc}")
-                m.internal_errors.append(exc)
+                m._internal_error(exc)
         return _EXECUTED
     c = m._c
     m._seq = seq = m._seq + 1
@@ -339,7 +339,7 @@ def call_on_change(m: Engine, tx: Transition) -> None:
         try:
             fn(m, before, after)
         except Exception as exc:
-            m.internal_errors.append(exc)
+            m._internal_error(exc)
             _logger.exception("on_change callback raised", extra={"machine_id": m._id})
 
 
@@ -434,7 +434,7 @@ def handler_timed_out(
         handler=name,
         duration=dur_ns / 1e9,
     )
-    m.internal_errors.append(err)
+    m._internal_error(err)
     if m._log_level >= 4:
         m._log(LogLevel.DECISIONS, f"[timeout] {name} ({dur_ns / 1e6:.1f} ms)")
     if m._timeouts_to_exception:
@@ -612,7 +612,7 @@ def handler_raised(m: Engine, tx: Transition, exc: Exception, name: str, state: 
     e = m._c.exception
     if e < 0 or (mut._mask >> e) & 1:
         # the transition called Exception itself: no second Exception mutation
-        m.internal_errors.append(exc)
+        m._internal_error(exc)
         return
     args = {
         "err": exc,

@@ -321,7 +321,7 @@ class Machine(Engine):
                         except (
                             Exception
                         ) as exc2:  # panic_to_exception=False and a raising Exception handler
-                            self.internal_errors.append(exc2)
+                            self._internal_error(exc2)
                             _logger.exception(
                                 "[%s] reporting a forked task's error failed",
                                 self._id,
