@@ -114,6 +114,7 @@ class Engine:
         "_groups",
         "_handler_timeout",
         "_id",
+        "_internal_errors",
         "_log_args",
         "_log_level",
         "_log_sink",
@@ -139,7 +140,6 @@ class Engine:
         "_tracers",
         "_tx",
         "_want_steps",
-        "_internal_errors",
     )
 
     def __init__(

@@ -2,20 +2,21 @@
 
 Pure functions over :class:`~._schema.Compiled` tables and bitsets; no machine state.
 
-The algorithm, from the base list (§5.1):
+From the base list (§5.1):
 
-1. *Add hop*: append the ``add`` lists of the states being activated (a state already
-   active and not re-activated does not apply its ``add`` list again; a Remove never
-   re-implies the states it removes; a state dropped by the remove filter is never
-   implied back).
-2. *Require filter*: drop states whose requirements are missing, until stable.
-3. *Remove filter*: walk the list from its end; a state is dropped when a state of the
-   list that was not itself dropped earlier in the walk removes it (so in a mutual
-   conflict the state nearer the front wins, and a sole remover always wins).
-4. Require filter again when anything was dropped.
-5. Repeat from 1 for the states the last hop added (full closure: Go stops after two
-   hops), so the result never holds a state together with one it removes.
-6. Sort: required states first, then ``after`` ordering; states that no relation orders
+1. *Pass 1*: append the ``add`` lists of the base states that are being activated (a
+   state already active and not re-activated does not apply its ``add`` list again; a
+   Remove never re-implies the states it removes); drop states whose requirements are
+   missing, until stable; then the *remove walk*: from the end of the list to its start,
+   a state is dropped when a state of the list that was not itself dropped earlier in
+   the walk removes it (so in a mutual conflict the state nearer the front wins, and a
+   sole remover always wins).
+2. *Pass 2*: append the ``add`` lists of the survivors, drop every state named in the
+   ``remove`` list of a survivor, and the require filter again (Go stops here).
+3. trio_am (§16): run the remove walk and the require filter once more, so no state of
+   the result removes another one, and repeat pass 2 until the list stops changing, so
+   ``add`` is followed to its full closure.
+4. Sort: required states first, then ``after`` ordering; states that no relation orders
    keep their list order.
 """
 
@@ -35,6 +36,10 @@ REL_REMOVE: Final = 3
 _RELATION: Final = 1  # StepKind.RELATION
 
 
+def _lowest(mask: int) -> int:
+    return (mask & -mask).bit_length() - 1
+
+
 def _require_filter(
     c: Compiled, lst: list[int], lmask: int, steps: list[Step] | None
 ) -> tuple[list[int], int]:
@@ -46,26 +51,21 @@ def _require_filter(
             if missing:
                 drop |= 1 << s
                 if steps is not None:
-                    steps.append(
-                        (
-                            _RELATION,
-                            s,
-                            (missing & -missing).bit_length() - 1,
-                            REL_REQUIRE,
-                            0,
-                            None,
-                            0,
-                        )
-                    )
+                    steps.append((_RELATION, s, _lowest(missing), REL_REQUIRE, 0, None, 0))
         if not drop:
             return lst, lmask
         lmask &= ~drop
         lst = [s for s in lst if not (drop >> s) & 1]
 
 
-def _remove_filter(
+def _remove_walk(
     c: Compiled, lst: list[int], lmask: int, steps: list[Step] | None
-) -> tuple[list[int], int, int]:
+) -> tuple[list[int], int]:
+    rm = 0
+    for s in lst:
+        rm |= c.remove_mask[s]
+    if not rm & lmask:
+        return lst, lmask
     rm_of = c.remove_of
     dropped = 0
     for k in range(len(lst) - 1, -1, -1):
@@ -74,13 +74,37 @@ def _remove_filter(
         if removers:
             dropped |= 1 << x
             if steps is not None:
-                steps.append(
-                    (_RELATION, (removers & -removers).bit_length() - 1, x, REL_REMOVE, 0, None, 0)
-                )
-    if dropped:
-        lmask &= ~dropped
-        lst = [s for s in lst if not (dropped >> s) & 1]
-    return lst, lmask, dropped
+                steps.append((_RELATION, _lowest(removers), x, REL_REMOVE, 0, None, 0))
+    if not dropped:
+        return lst, lmask
+    lmask &= ~dropped
+    return [s for s in lst if not (dropped >> s) & 1], lmask
+
+
+def _add_hop(
+    c: Compiled,
+    scan: list[int],
+    lst: list[int],
+    lmask: int,
+    applies: int,
+    exclude: int,
+    steps: list[Step] | None,
+) -> tuple[list[int], int]:
+    adds = c.add
+    out = lst
+    for s in scan:
+        if not (applies >> s) & 1:
+            continue
+        for a in adds[s]:
+            bit = 1 << a
+            if not (lmask & bit) and not (exclude & bit):
+                if out is lst:
+                    out = list(lst)
+                out.append(a)
+                lmask |= bit
+                if steps is not None:
+                    steps.append((_RELATION, s, a, REL_ADD, 0, None, 0))
+    return out, lmask
 
 
 def resolve(
@@ -101,41 +125,33 @@ def resolve(
         exclude_mask: states that may not be implied (the called states of a Remove).
         steps: when a list, relation steps are appended to it.
     """
-    lst = list(base)
     lmask = 0
-    for s in lst:
+    for s in base:
         lmask |= 1 << s
-    adds = c.add
     applies = ~active_mask | reactivate_mask
-    scan = [s for s in lst if (applies >> s) & 1 and adds[s]]
-    blocked = exclude_mask
-    first = True
-    while True:
-        new: list[int] = []
-        for s in scan:
-            for a in adds[s]:
-                bit = 1 << a
-                if not (lmask & bit) and not (blocked & bit):
-                    lst.append(a)
-                    lmask |= bit
-                    new.append(a)
-                    if steps is not None:
-                        steps.append((_RELATION, s, a, REL_ADD, 0, None, 0))
-        if not first and not new:
-            break
-        first = False
-        lst, lmask = _require_filter(c, lst, lmask, steps)
-        rm = 0
+
+    # pass 1
+    lst, lmask = _add_hop(c, base, base, lmask, applies, exclude_mask, steps)
+    lst, lmask = _require_filter(c, lst, lmask, steps)
+    lst, lmask = _remove_walk(c, lst, lmask, steps)
+
+    # pass 2 (Go), repeated to the full closure with the remove walk re-applied (§16)
+    for _ in range(c.n + 2):
+        survivors_rm = 0
         for s in lst:
-            rm |= c.remove_mask[s]
-        if rm & lmask:
-            lst, lmask, dropped = _remove_filter(c, lst, lmask, steps)
-            if dropped:
-                blocked |= dropped
-                lst, lmask = _require_filter(c, lst, lmask, steps)
-        scan = [s for s in new if (lmask >> s) & 1 and (applies >> s) & 1 and adds[s]]
-        if not scan:
+            survivors_rm |= c.remove_mask[s]
+        new, nmask = _add_hop(c, lst, lst, lmask, applies, exclude_mask, steps)
+        if new is lst:
+            break  # nothing implied: pass 2 changes nothing
+        if survivors_rm & nmask:
+            new = [s for s in new if not (survivors_rm >> s) & 1]
+            nmask &= ~survivors_rm
+        new, nmask = _require_filter(c, new, nmask, steps)
+        new, nmask = _remove_walk(c, new, nmask, steps)
+        new, nmask = _require_filter(c, new, nmask, steps)
+        if new == lst:
             break
+        lst, lmask = new, nmask
     return sort_states(c, lst)
 
 
