@@ -1,7 +1,7 @@
 """Hypothesis strategies for trio_am property tests (tests/test_properties.py).
 
 * :func:`state_names` — 2 to 8 distinct PascalCase names (never ``Any`` nor the names
-  with special treatment, machine.md §2.3).
+  with special treatment, machine.md §2.3), from a fixed pool.
 * :func:`schemas` — random *valid* schemas over such names: ``auto``/``multi`` flags and
   ``require``/``add``/``remove``/``after`` relations among the states (optionally also
   naming the built-in ``Exception``), never a require-remove conflict on the same state
@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 import trio_am as am
 
 __all__ = [
+    "RELATIONS",
     "RESERVED",
     "Op",
     "apply_op",
@@ -41,18 +42,32 @@ RESERVED = frozenset(
     {"Any", "Exception", "Healthcheck", "Heartbeat", "Start", "Disposing", "MachineRestored"}
 )
 
-#: Short readable names, drawn most of the time so shrunk examples read well.
-_POOL = ("A", "B", "C", "D", "E", "F", "G", "H", "Foo", "Bar", "Baz", "Ready", "Err2")
-
-_pascal = st.one_of(
-    st.sampled_from(_POOL),
-    st.from_regex(r"[A-Z][A-Za-z0-9]{0,7}", fullmatch=True),
-).filter(lambda n: n not in RESERVED)
+#: PascalCase names: mostly short ones so shrunk examples read well, plus a few of other
+#: shapes (digits, long, two capitals). Drawing from a pool is ~10x faster than
+#: ``from_regex``, and name validation is tested elsewhere (tests/test_schema.py).
+_POOL = (
+    *"ABCDEFGH",
+    "Foo",
+    "Bar",
+    "Baz",
+    "Ready",
+    "Err2",
+    "X9",
+    "Zz",
+    "LongStateName7",
+    "IOBound",
+    "Q",
+)
+assert not RESERVED & set(_POOL)
 
 
 def state_names(min_size: int = 2, max_size: int = 8) -> st.SearchStrategy[list[str]]:
     """Distinct PascalCase state names."""
-    return st.lists(_pascal, min_size=min_size, max_size=max_size, unique=True)
+    return st.lists(st.sampled_from(_POOL), min_size=min_size, max_size=max_size, unique=True)
+
+
+#: The relation kinds of a state.
+RELATIONS = ("require", "add", "remove", "after")
 
 
 @st.composite
@@ -65,54 +80,68 @@ def schemas(
     multi: bool = True,
     acyclic: bool | None = None,
     exception_relations: bool | None = None,
+    relations: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """A random valid schema.
+
+    Relations and flags come from one ``binary`` draw (one byte per possible edge):
+    generation is the bulk of these tests' time, and a draw per state and relation
+    is several times slower.
 
     Args:
         auto: allow ``auto`` states.
         multi: allow ``multi`` states.
         acyclic: when True, ``require`` and ``after`` only point to states declared
             earlier (so the require/after order is fully specified, machine.md §2.2
-            rule 6); False allows any target; None draws it.
+            rule 6); False allows any target (self included); None draws it.
         exception_relations: let relations name the built-in ``Exception`` state
             (None draws it).
+        relations: the relation kinds to generate; None draws a subset (each kind
+            with probability 3/4), so interactions of two kinds are not always
+            drowned by the others.
     """
     names = draw(state_names(min_states, max_states))
     if acyclic is None:
         acyclic = draw(st.booleans())
     if exception_relations is None:
         exception_relations = draw(st.integers(0, 3)) == 0
-    extra = ["Exception"] if exception_relations else []
+    if relations is None:
+        relations = [k for k in RELATIONS if draw(st.integers(0, 3)) != 0]
+    targets = names + (["Exception"] if exception_relations else [])
+    n, m = len(names), len(targets)
+    # one byte per possible edge and flag: uniform over states (a big random integer
+    # per relation would put nearly all edges on the first states), shrinks to "none"
+    nkinds = len(RELATIONS)
+    width = nkinds * m + 3
+    raw = draw(st.binary(min_size=n * width, max_size=n * width))
+    # an edge is present when its byte >= cut: about 1 in 2, 4 or 8 per kind and pair
+    cut = 256 - draw(st.sampled_from((32, 64, 128)))
     schema: dict[str, Any] = {}
     for i, name in enumerate(names):
-        everyone = names + extra
-        ordered = names[:i] + extra if acyclic else everyone
-
-        def pick(pool: Sequence[str], exclude: Sequence[str] = ()) -> list[str]:
-            pool = [p for p in pool if p not in exclude]
-            if not pool:
-                return []
-            return draw(st.lists(st.sampled_from(pool), max_size=2, unique=True))
-
-        require = pick(ordered)
-        # no require-remove conflict on the same state (a SchemaError)
-        remove = pick(everyone, exclude=require)
-        add = pick(everyone)
-        after = pick(ordered)
+        row = raw[i * width : (i + 1) * width]
         d: dict[str, Any] = {}
-        if auto and draw(st.integers(0, 3)) == 0:
+        if auto and row[-3] >= 192:
             d["auto"] = True
-        if multi and draw(st.integers(0, 3)) == 0:
+        if multi and row[-2] >= 192:
             d["multi"] = True
-        for key, value in (
-            ("require", require),
-            ("add", add),
-            ("remove", remove),
-            ("after", after),
-        ):
-            if value:
-                d[key] = value
-        schema[name] = am.State(**d) if draw(st.booleans()) else d
+        rels: dict[str, list[str]] = {}
+        for k, key in enumerate(RELATIONS):
+            if key not in relations:
+                continue
+            rels[key] = [t for j, t in enumerate(targets) if row[k * m + j] >= cut]
+        if acyclic:
+            # only states declared earlier, and Exception (which has no relations)
+            allowed = set(names[:i]) | {"Exception"}
+            for key in ("require", "after"):
+                if key in rels:
+                    rels[key] = [t for t in rels[key] if t in allowed]
+        if "remove" in rels and "require" in rels:
+            # no require-remove conflict on the same state (a SchemaError, §2.2 rule 4)
+            rels["remove"] = [t for t in rels["remove"] if t not in rels["require"]]
+        for key in RELATIONS:
+            if rels.get(key):
+                d[key] = rels[key]
+        schema[name] = am.State(**d) if row[-1] >= 128 else d
     return schema
 
 

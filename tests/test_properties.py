@@ -11,8 +11,14 @@ round has run too).
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -112,7 +118,6 @@ def ticks_monotonic(before: Sequence[int], after: Sequence[int]) -> bool:
 
 
 HANDLER_SUFFIXES = ("exit", "enter", "end", "state")
-NEGOTIATION_SUFFIXES = ("exit", "enter")
 
 
 def handler_names(names: Sequence[str]) -> list[str]:
@@ -177,16 +182,6 @@ class Plan:
 class HandlerBoom(Exception):
     pass
 
-
-import os as _os  # TEMP
-
-def _prone(schema, plan):  # TEMP
-    if not _os.environ.get("EXPLORE") or not plan.raise_:
-        return False
-    norm = am.Machine(schema).schema
-    a = autos(norm)
-    implied = closure(norm, a)
-    return bool(implied)
 
 def make_recorder(names: Sequence[str], plan: Plan | None = None, limit: int = 20000) -> Any:
     """A handler object with a method for every handler name, built with ``type()``.
@@ -315,7 +310,6 @@ def test_invariants_with_vetoes_raises_and_queued_mutations(data):
     schema = data.draw(schemas(), label="schema")
     names = mutation_names(schema)
     plan = data.draw(plans(names), label="plan")
-    from hypothesis import assume; assume(not _prone(schema, plan))  # TEMP
     rec = make_recorder(names, plan)
     mach = am.Machine(schema, handlers=rec)
     seq = data.draw(ops(names, checks=True, max_size=8), label="ops")
@@ -351,6 +345,27 @@ def test_canceled_mutation_changes_no_tick(data):
             assert r == am.Result.CANCELED
 
 
+def check_tick_rules(tx: am.Transition, schema: Mapping[str, am.State], names: Sequence[str]):
+    """§3.1 for one transition: inactive → active +1, active → inactive +1, active and
+    staying active +2 when Multi and called, every other tick unchanged (all of them
+    when the transition was not applied)."""
+    before = tx.time_before
+    after = tx.time_after
+    if after is None:
+        return
+    target = set(tx.target_states)
+    called = set(tx.mutation.called)
+    for n, b, a in zip(names, before, after, strict=True):
+        if n in target:
+            if b % 2:
+                want = b + 2 if (schema[n].multi and n in called) else b
+            else:
+                want = b + 1
+        else:
+            want = b + 1 if b % 2 else b
+        assert a == want, f"{n}: tick {b} -> {a}, expected {want} ({tx}, target {target})"
+
+
 # ---------------------------------------------------------------------------------------
 # 3. results of add / remove / set
 # ---------------------------------------------------------------------------------------
@@ -368,6 +383,7 @@ def test_result_rules(data):
       the auto round within called ∪ implied ∪ auto states and what they imply.
     * after the call: a called state of a remove still active was brought back by the
       auto round; a called state of an add/set no longer active was removed by it.
+    * every applied transition follows the tick rules of §3.1.
     """
     schema = data.draw(schemas(), label="schema")
     mach = am.Machine(schema)
@@ -393,6 +409,8 @@ def test_result_rules(data):
         now_active = set(mach.active_states())
         if not auto_states:
             assert len(log.txs) == start + 1, "no auto state, yet more than one transition"
+        for t in log.txs[start:]:
+            check_tick_rules(t, norm, names)
         if mtype == REMOVE:
             assert r == am.Result.EXECUTED, o
             assert not (active_after(tx, names) & set(called)), (o, tx.time_after)
@@ -423,32 +441,102 @@ def test_result_rules(data):
 # ---------------------------------------------------------------------------------------
 
 
-@given(data=st.data())
-def test_deterministic(data):
+def scenario_trace(schema: Mapping[str, Any], plan: Plan, seq: Sequence[Op]) -> list[Any]:
+    """Run ``seq`` on a fresh machine with recording handlers; return a JSON-able trace:
+    per step the result, time and queue tick, then the handler calls and the results of
+    the mutations made from handlers."""
+    names = mutation_names(dict(schema))
+    rec = make_recorder(names, plan)
+    mach = am.Machine(schema)
+    mach.bind_handlers(rec)
+    steps = []
+    for o in seq:
+        r = run(mach, o)
+        steps.append([int(r), r.queue_tick, list(mach.time()), mach.queue_tick, mach.string_all()])
+    calls = [[seq_no, h, is_check] for seq_no, h, is_check in rec.log]
+    handler_results = [[h, repr(o), int(r), r.queue_tick] for h, o, r, _ in rec.results]
+    return [steps, calls, handler_results, mach.err is None]
+
+
+def scenario_to_json(schema: Mapping[str, Any], plan: Plan, seq: Sequence[Op]) -> Any:
+    def op_json(o: Op) -> Any:
+        return [o.kind, list(o.states), o.args]
+
+    return {
+        "schema": {n: (v.to_dict() if isinstance(v, am.State) else v) for n, v in schema.items()},
+        "veto": sorted(plan.veto),
+        "raise": sorted(plan.raise_),
+        "reactions": {h: [op_json(o) for o in os_] for h, os_ in plan.reactions.items()},
+        "budget": plan.budget,
+        "ops": [op_json(o) for o in seq],
+    }
+
+
+def scenario_from_json(d: Any) -> tuple[dict[str, Any], Plan, list[Op]]:
+    def op_from(x: Any) -> Op:
+        return Op(x[0], tuple(x[1]), x[2])
+
+    plan = Plan(
+        d["veto"],
+        d["raise"],
+        {h: [op_from(o) for o in os_] for h, os_ in d["reactions"].items()},
+        d["budget"],
+    )
+    return d["schema"], plan, [op_from(o) for o in d["ops"]]
+
+
+def replay_json(text: str) -> str:
+    """Entry point for the subprocess of test_deterministic_across_hash_seeds."""
+    return json.dumps([scenario_trace(*scenario_from_json(d)) for d in json.loads(text)])
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], Plan, list[Op]]:
+    schema = draw(schemas(), label="schema")
+    names = mutation_names(schema)
+    plan = draw(plans(names), label="plan")
+    seq = draw(ops(names, checks=True, max_size=8), label="ops")
+    return schema, plan, seq
+
+
+@given(sc=scenarios())
+def test_deterministic(sc):
     """The same schema and mutations on two fresh machines give the same time after
     every step, the same results and the same handler calls (§5.4: trio_am is
     deterministic), also with vetoes, raises and mutations queued from handlers."""
-    schema = data.draw(schemas(), label="schema")
-    names = mutation_names(schema)
-    plan = data.draw(plans(names), label="plan")
-    from hypothesis import assume; assume(not _prone(schema, plan))  # TEMP
-    seq = data.draw(ops(names, checks=True, max_size=8), label="ops")
-    runs = []
-    for _ in range(2):
-        rec = make_recorder(names, plan)
-        mach = am.Machine(schema)
-        mach.bind_handlers(rec)
-        trace = []
-        for o in seq:
-            r = run(mach, o)
-            trace.append((int(r), r.queue_tick, tuple(mach.time()), mach.queue_tick))
-        handler_results = [(h, o, int(r), r.queue_tick) for h, o, r, _ in rec.results]
-        runs.append((trace, rec.log, handler_results, mach.err is None))
-    (t1, l1, h1, e1), (t2, l2, h2, e2) = runs
-    assert t1 == t2
-    assert l1 == l2
-    assert h1 == h2
-    assert e1 == e2
+    first = scenario_trace(*sc)
+    second = scenario_trace(*sc)
+    assert first == second
+
+
+@settings(max_examples=4)  # one subprocess per example: slow
+@given(batch=st.lists(scenarios(), min_size=25, max_size=25))
+def test_deterministic_across_hash_seeds(batch):
+    """Determinism may not hang on string hashing (set/dict-of-set iteration order):
+    the same scenarios replayed in a Python process with another ``PYTHONHASHSEED``
+    give the same traces."""
+    payload = [scenario_to_json(*sc) for sc in batch]
+    local = [scenario_trace(*scenario_from_json(d)) for d in payload]
+    here = os.environ.get("PYTHONHASHSEED", "random")
+    other = "12345" if here != "12345" else "54321"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "import test_properties as tp; "
+        "sys.stdout.write(tp.replay_json(sys.stdin.read()))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": other},
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    remote = json.loads(proc.stdout)
+    for d, a, b in zip(payload, local, remote, strict=True):
+        assert a == b, json.dumps(d)
 
 
 # ---------------------------------------------------------------------------------------
@@ -521,7 +609,12 @@ def test_dry_runs_with_handlers_change_nothing(data):
 
 
 def pred_graph_acyclic(schema: Mapping[str, am.State]) -> bool:
-    """True when require ∪ after (machine.md §5.4) has no cycle (self-loops aside)."""
+    """True when require ∪ after (machine.md §5.4) has no cycle anywhere in the
+    (normalised) schema. A require cycle, a state requiring itself included, makes the
+    require-based order unspecified (§2.2 rule 6); ``after`` self-entries are dropped
+    by normalisation (§2.2 rule 1)."""
+    if any(n in s.require for n, s in schema.items()):
+        return False
     edges = {n: {t for t in (*s.require, *s.after) if t != n} for n, s in schema.items()}
     state: dict[str, int] = {}
 
@@ -650,7 +743,6 @@ def test_queued_mutations_are_processed(data):
     schema = data.draw(schemas(), label="schema")
     names = mutation_names(schema)
     plan = data.draw(plans(names, veto=True, raise_=data.draw(st.booleans())), label="plan")
-    from hypothesis import assume; assume(not _prone(schema, plan))  # TEMP
     plan.budget = 30
     rec = make_recorder(names, plan)
     mach = am.Machine(schema, handlers=rec)
@@ -692,20 +784,40 @@ def test_queued_mutations_are_processed(data):
 
 
 @st.composite
-def resolver_inputs(draw: st.DrawFn) -> tuple[Compiled, list[int], int, int, int]:
-    schema = draw(schemas())
-    norm = normalize_schema(schema)
-    c = Compiled(norm, list(norm))
-    idx = list(range(c.n))
-    base = draw(st.lists(st.sampled_from(idx), unique=True))
-    active = draw(st.integers(0, (1 << c.n) - 1))
-    reactivate = draw(st.integers(0, (1 << c.n) - 1)) & c.multi_mask
+def resolver_inputs(draw: st.DrawFn) -> tuple[dict[str, Any], list[str], int, int, int]:
+    """(schema, base names, active mask, reactivate mask, exclude mask); masks index the
+    schema's states in declaration order (then Exception)."""
+    schema = draw(schemas(), label="schema")
+    names = list(normalize_schema(schema))
+    n = len(names)
+    base = draw(st.lists(st.sampled_from(names), unique=True), label="base")
+    active = draw(subset_masks(n), label="active")
+    multi = {i for i, name in enumerate(names) if name != "Exception" and _is_multi(schema[name])}
+    multi.add(n - 1)  # Exception
+    reactivate = draw(subset_masks(n), label="reactivate") & sum(1 << i for i in multi)
     exclude = 0
     if draw(st.booleans()):
-        exclude = draw(st.integers(0, (1 << c.n) - 1))
-        for s in base:
-            exclude &= ~(1 << s)
-    return c, base, active, reactivate, exclude
+        exclude = draw(subset_masks(n), label="exclude")
+        for name in base:
+            exclude &= ~(1 << names.index(name))
+    return schema, base, active, reactivate, exclude
+
+
+def subset_masks(n: int) -> st.SearchStrategy[int]:
+    """A bit mask over ``n`` states, each bit set with probability 1/2 (a plain
+    ``integers(0, 2**n - 1)`` favours low bits); shrinks to 0."""
+    return st.binary(min_size=n, max_size=n).map(
+        lambda b: sum(1 << i for i, byte in enumerate(b) if byte >= 128)
+    )
+
+
+def _is_multi(st_: Any) -> bool:
+    return bool(st_.multi if isinstance(st_, am.State) else st_.get("multi"))
+
+
+def compiled(schema: Mapping[str, Any]) -> Compiled:
+    norm = normalize_schema(schema)
+    return Compiled(norm, list(norm))
 
 
 def _bits(mask: int) -> set[int]:
@@ -718,7 +830,9 @@ def test_resolver_pure(inp):
     states being (re)activated, R3); no state with one it removes (§16); every
     requirement present (R5); excluded states never implied (R4); pure (same input,
     same output); stable (resolving the result again, all active, gives it back)."""
-    c, base, active, reactivate, exclude = inp
+    schema, base_names, active, reactivate, exclude = inp
+    c = compiled(schema)
+    base = [c.index[n] for n in base_names]
     base_copy = list(base)
     out = resolve(c, base, active, reactivate, exclude)
     assert base == base_copy, "resolve mutated its input"
@@ -737,9 +851,12 @@ def test_resolver_pure(inp):
                     todo.append(a)
     assert set(out) <= reach, (out, reach)
     outset = set(out)
+    shown = [c.names[s] for s in out]
     for x in out:
-        assert not (_bits(c.remove_mask[x]) & outset), (c.names[x], out)
-        assert set(c.require[x]) <= outset, (c.names[x], out)
+        removed = [c.names[y] for y in _bits(c.remove_mask[x]) & outset]
+        assert not removed, f"{c.names[x]} is in the result {shown} with {removed} it removes"
+        missing = [c.names[y] for y in set(c.require[x]) - outset]
+        assert not missing, f"{c.names[x]} is in the result {shown} without required {missing}"
         assert not (exclude >> x) & 1
     # stable: the result is a fixpoint when everything in it is active
     omask = sum(1 << s for s in out)
@@ -756,7 +873,9 @@ def test_resolver_pure(inp):
 
 @given(inp=resolver_inputs())
 def test_sort_states_is_a_permutation(inp):
-    c, base, *_ = inp
+    schema, base_names, *_ = inp
+    c = compiled(schema)
+    base = [c.index[n] for n in base_names]
     out = sort_states(c, list(base))
     assert sorted(out) == sorted(base)
     if pred_graph_acyclic(c.schema):
@@ -766,7 +885,101 @@ def test_sort_states_is_a_permutation(inp):
                 assert pos[y] < pos[x]
 
 
-@settings(max_examples=50)
+def check_no_removed_pairs(c: Compiled, out: list[int], where: Any) -> None:
+    outset = set(out)
+    for x in out:
+        removed = [c.names[y] for y in _bits(c.remove_mask[x]) & outset]
+        assert not removed, (where, c.names[x], "removes", removed, [c.names[s] for s in out])
+
+
+@given(data=st.data())
+def test_resolver_add_and_remove_only(data):
+    """§16 with only ``add`` and ``remove`` relations, nothing active (every state
+    applies its ``add`` list): states implied at any depth are still subject to the
+    remove walk, so no result holds a state together with one it removes."""
+    schema = data.draw(schemas(relations=("add", "remove")), label="schema")
+    c = compiled(schema)
+    base = data.draw(
+        st.lists(st.sampled_from(c.names), unique=True, min_size=1, max_size=3), label="base"
+    )
+    out = resolve(c, [c.index[n] for n in base], 0, 0, 0)
+    check_no_removed_pairs(c, out, (schema, base))
+
+
+def test_resolver_exhaustive_three_states():
+    """Small scope, exhaustively: every schema of three states with ``add`` and
+    ``remove`` relations between distinct states (4096 schemas), every base list of
+    distinct states (15): no result holds a state with one it removes (§16), all
+    results are within the base and its ``add`` closure."""
+    names = ("A", "B", "C")
+    pairs = [(x, y) for x in names for y in names if x != y]
+    bases = [list(p) for k in (1, 2, 3) for p in itertools.permutations(range(3), k)]
+    for bits in range(1 << (2 * len(pairs))):
+        schema: dict[str, dict[str, list[str]]] = {n: {"add": [], "remove": []} for n in names}
+        for k, (x, y) in enumerate(pairs):
+            if (bits >> k) & 1:
+                schema[x]["add"].append(y)
+            if (bits >> (k + len(pairs))) & 1:
+                schema[x]["remove"].append(y)
+        c = compiled(schema)
+        for base in bases:
+            out = resolve(c, base, 0, 0, 0)
+            check_no_removed_pairs(c, out, (schema, [names[s] for s in base]))
+            reach = closure(c.schema, [names[s] for s in base]) | {names[s] for s in base}
+            assert {c.names[s] for s in out} <= reach
+
+
+@given(data=st.data())
+def test_resolver_follows_add_to_full_closure(data):
+    """R2 / §16: with only ``add`` relations (nothing can block an implied state), the
+    target is exactly the base plus the full ``add`` closure of the states being
+    activated (Go stops after two hops)."""
+    schema = data.draw(schemas(relations=("add",)), label="schema")
+    norm = normalize_schema(schema)
+    c = Compiled(norm, list(norm))
+    base = data.draw(st.lists(st.sampled_from(range(c.n)), unique=True), label="base")
+    active = data.draw(subset_masks(c.n), label="active")
+    applies = ~active
+    reach = set(base)
+    todo = [s for s in base if (applies >> s) & 1]
+    while todo:
+        s = todo.pop()
+        for a in c.add[s]:
+            if a not in reach:
+                reach.add(a)
+                if (applies >> a) & 1:
+                    todo.append(a)
+    out = resolve(c, base, active, 0, 0)
+    assert set(out) == reach, ([c.names[s] for s in out], [c.names[s] for s in reach])
+
+
+@given(data=st.data())
+def test_add_only_schema_activates_the_closure(data):
+    """The same through the machine: with only ``add`` relations, ``add(S)`` activates
+    S and everything S implies transitively (R2, §16), re-applying the ``add`` list of
+    already active non-Multi states never (R3)."""
+    schema = data.draw(schemas(relations=("add",), auto=False), label="schema")
+    mach = am.Machine(schema)
+    norm = mach.schema
+    seq = data.draw(idle_ops(mutation_names(schema)), label="ops")
+    for o in seq:
+        before = set(mach.active_states())
+        r = run(mach, o)
+        if o.kind not in ("add", "add1") or r != am.Result.EXECUTED:
+            continue
+        called = set(o.states)
+        applying = {s for s in called if s not in before or norm[s].multi}
+        reach = set(applying)
+        todo = list(applying)
+        while todo:
+            s = todo.pop()
+            for a in norm[s].add:
+                if a not in reach and a not in before:
+                    reach.add(a)
+                    todo.append(a)
+        assert set(mach.active_states()) == before | called | reach, (o, before)
+
+
 @given(data=st.data())
 def test_resolver_matches_machine(data):
     """Without handlers, an accepted add/set moves the machine to exactly the set that
@@ -820,3 +1033,19 @@ def test_auto_state_implying_a_raising_state_does_not_livelock():
     run(mach, Op("add1", ("B",)))  # AssertionError("livelock: ...") while the bug is there
     assert mach.queue_len == 0
     assert mach.is1("Exception")
+
+
+def test_require_filter_runs_again_after_the_remove_walk():
+    """§5.2 steps 4-6 and R5: a state removed by the remove walk takes the states that
+    require it along ("Require filter again", step 6), even when pass 2 implies nothing.
+    Shrunk from test_resolver_pure / test_invariants_after_any_mutations."""
+    schema = {"A": {"require": ["C"]}, "B": {"remove": ["C"]}, "C": {}}
+    c = compiled(schema)
+    out = resolve(c, [c.index["A"], c.index["B"], c.index["C"]], 0, 0, 0)
+    assert [c.names[s] for s in out] == ["B"]
+
+    mach = am.Machine(schema)
+    mach.add1("C")
+    # B removes the active C, and A requires C: A cannot be in the target (R5, R6)
+    assert mach.add(["A", "B"]) == am.Result.CANCELED
+    assert mach.string_all() == "(C:1) [A:0 B:0 Exception:0]"

@@ -14,7 +14,8 @@ The tree (what the caller can do about each is in its docstring)::
      +-- NestedEvalError            `eval` called from inside a handler
      +-- HandlerTimeoutError        a handler ran longer than `handler_timeout`
 
-``trio_am.rpc`` adds ``RpcError`` and its subclasses below ``Error``.
+``trio_am.helpers.MutationCanceledError`` (a ``MutRequest`` ran out of retries) is also
+an ``Error``.
 
 Every error carries ``machine_id`` and, where one is involved, ``state`` as attributes,
 and names both in its message.

@@ -1004,8 +1004,9 @@ class Engine:
         for fn in list(self._on_error or ()):
             try:
                 fn(self, err)
-            except Exception as exc:  # pragma: no cover - defensive
+            except Exception as exc:
                 self._internal_error(exc)
+                _logger.exception("on_error callback raised", extra={"machine_id": self._id})
 
     def can_add(self, states: StatesArg, args: Args = None) -> Result:
         """Dry run of :meth:`add`: runs resolution and negotiation handlers (with

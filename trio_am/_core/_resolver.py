@@ -11,8 +11,9 @@ From the base list (§5.1):
    a state is dropped when a state of the list that was not itself dropped earlier in
    the walk removes it (so in a mutual conflict the state nearer the front wins, and a
    sole remover always wins).
-2. *Pass 2*: append the ``add`` lists of the survivors, drop every state named in the
-   ``remove`` list of a survivor, and the require filter again (Go stops here).
+2. *Pass 2*: add the ``add`` lists of the survivors (newly implied states go to the
+   front, in reverse order, as in Go), drop every state named in the ``remove`` list of
+   a survivor, and the require filter again (Go stops here).
 3. trio_am (§16): run the remove walk and the require filter once more, so no state of
    the result removes another one, and repeat pass 2 until the list stops changing, so
    ``add`` is followed to its full closure.
@@ -142,7 +143,12 @@ def resolve(
             survivors_rm |= c.remove_mask[s]
         new, nmask = _add_hop(c, lst, lst, lmask, applies, exclude_mask, steps)
         if new is lst:
-            break  # nothing implied: pass 2 changes nothing
+            # nothing implied: only the require filter of pass 2 remains
+            lst, lmask = _require_filter(c, lst, lmask, steps)
+            break
+        # like Go (which walks a reversed list), states implied in this pass go first
+        n_old = len(lst)
+        new = new[n_old:][::-1] + new[:n_old]
         if survivors_rm & nmask:
             new = [s for s in new if not (survivors_rm >> s) & 1]
             nmask &= ~survivors_rm
@@ -156,19 +162,53 @@ def resolve(
 
 
 def sort_states(c: Compiled, lst: list[int]) -> list[int]:
-    """Order states for handlers: required ones before the states requiring them, then
-    ``after`` predecessors first; otherwise stable (list order)."""
+    """Order states for handlers (machine.md §5.4).
+
+    First, as in Go, the states that take part in no require relation (in list order),
+    then the others with required states before the states requiring them; then
+    Go's stable sort by ``after``: an insertion sort comparing neighbours, so the order
+    matches asyncmachine-go. Where that leaves an ``after`` relation unmet (another
+    state stood between the two), the full ordering of both relations is used instead.
+    """
     if len(lst) < 2:
         return lst
-    pred = c.pred_mask
     lmask = 0
     for s in lst:
         lmask |= 1 << s
-    for s in lst:
-        if pred[s] & lmask:
-            break
-    else:
+    req = c.req_pred_mask
+    after = c.after_mask
+    edge = c.req_edge_mask & lmask
+    if edge and not c.require_cycle:
+        # Go's require sort: states in no require relation first (Go gives them position
+        # -1), then the others with required states before the states requiring them
+        free = [s for s in lst if not (edge >> s) & 1]
+        bound = [s for s in lst if (edge >> s) & 1]
+        if any(req[s] & lmask for s in bound):
+            bound = _topo(bound, req, lmask)
+        lst = free + bound
+    if not any(after[s] & lmask for s in lst):
         return lst
+    out = list(lst)
+    for i in range(1, len(out)):
+        j = i
+        # less(out[j], out[j-1]): out[j-1] lists out[j] in its after
+        while j > 0 and (after[out[j - 1]] >> out[j]) & 1:
+            out[j], out[j - 1] = out[j - 1], out[j]
+            j -= 1
+    pos = {s: k for k, s in enumerate(out)}
+    for s in out:
+        m = after[s] & lmask
+        while m:
+            low = m & -m
+            if pos[low.bit_length() - 1] > pos[s]:
+                return _topo(lst, c.pred_mask, lmask)
+            m ^= low
+    return out
+
+
+def _topo(lst: list[int], pred: list[int], lmask: int) -> list[int]:
+    """Stable topological order: repeatedly take the first state whose predecessors
+    (within the list) were all taken; on a cycle, take the first remaining."""
     out: list[int] = []
     emitted = 0
     remaining = list(lst)

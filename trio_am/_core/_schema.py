@@ -251,7 +251,10 @@ class Compiled:
         "pred_mask",
         "remove_mask",
         "remove_of",
+        "req_edge_mask",
+        "req_pred_mask",
         "require",
+        "require_cycle",
         "require_mask",
         "schema",
     )
@@ -286,10 +289,18 @@ class Compiled:
                 m = closure[i]
                 for j in _bits(m):
                     m |= closure[j]
-                m &= ~(1 << i)
                 if m != closure[i]:
                     closure[i] = m
                     changed = True
+        #: a require cycle: like Go, handler order then ignores require (machine.md §2.2)
+        self.require_cycle = any((closure[i] >> i) & 1 for i in range(self.n))
+        closure = [m & ~(1 << i) for i, m in enumerate(closure)]
+        #: transitive requirements of each state (they are entered first)
+        self.req_pred_mask: list[int] = closure
+        #: states taking part in a require relation (either side)
+        self.req_edge_mask = _mask(i for i in range(self.n) if self.require_mask[i])
+        for m in self.require_mask:
+            self.req_edge_mask |= m
         self.pred_mask: list[int] = [closure[i] | self.after_mask[i] for i in range(self.n)]
         #: True when no state has any relation: targets need no resolution
         self.plain = (

@@ -197,9 +197,9 @@ def process(m: Engine, mut: Mutation) -> Result:
                 return end_canceled(m, tx)
             # auto transition with rejected states: resolve again
             rejected: int = verdict
+            # (like Go, the transition goes on while its target is not empty, even when
+            # every called state was rejected; it then changes nothing)
             called = tuple(s for s in called if not (rejected >> s) & 1)
-            if not called:
-                return end_canceled(m, tx)
             cmask = 0
             for s in called:
                 cmask |= 1 << s
@@ -208,8 +208,6 @@ def process(m: Engine, mut: Mutation) -> Result:
             tmask = 0
             for s in target:
                 tmask |= 1 << s
-            if not (cmask & tmask):
-                return end_canceled(m, tx)
             exits = [s for s in alist if not (tmask >> s) & 1]
             if len(exits) > 1:
                 exits = sort_states(c, exits)
@@ -464,14 +462,12 @@ def negotiate(
     def veto(s: int, code: int) -> bool:
         # True: cancel the whole transition
         nonlocal rejected, tmask
-        if (
-            code == _RAISED
-            or not is_auto
-            or s < 0
-            or not (auto_mask >> s) & 1
-            or not (tmask >> s) & 1
-        ):
+        if code == _RAISED or not is_auto or s < 0 or not (auto_mask >> s) & 1:
             return True
+        if not (tmask >> s) & 1:
+            # an exiting auto state (or one already rejected): the veto is ignored and
+            # the phases go on, as in Go (machine.md §5.6, auto transitions)
+            return False
         rejected |= 1 << s
         tmask &= ~(1 << s)
         return not tmask
@@ -496,6 +492,7 @@ def negotiate(
                 if code and veto(s, code):
                     return _RAISED_MARK if code == _RAISED else _VETO_MARK
     if t.pairs:
+        # X: the states active before, in their order (Go's StatesBefore); Y: target order
         pos_a = {s: k for k, s in enumerate(alist)}
         pos_t = {s: k for k, s in enumerate(target)}
         matches = [
@@ -505,9 +502,9 @@ def negotiate(
         ]
         if len(matches) > 1:
             matches.sort(key=lambda m: (m[0], m[1]))
+        # (filtered by the target at the start of this phase: like Go, a state rejected
+        # during it still gets its remaining pairs)
         for _, _, _x, y, entries in matches:
-            if not (tmask >> y) & 1:
-                continue
             code = call(m, tx, entries, y, args)
             if code and veto(y, code):
                 return _RAISED_MARK if code == _RAISED else _VETO_MARK
