@@ -502,3 +502,11 @@ async def test_sync_helpers_on_a_disposed_machine():
         assert await am.add1_sync(mach, "Foo") == am.Result.CANCELED
         assert await am.remove1_sync(mach, "Foo") == am.Result.CANCELED
         assert await am.add1_async(mach, "Foo", "Foo") is False
+
+
+async def test_timeout_error_names_the_machine(autojump_clock):
+    mach = am.Machine({"Foo": {}}, id="slowpoke")
+    with pytest.raises(am.TimeoutError) as info:
+        await am.wait_for_all(mach.when1("Foo"), timeout=1)
+    assert info.value.machine_id == "slowpoke"
+    assert "slowpoke" in str(info.value)

@@ -73,12 +73,21 @@ def _deadline(timeout: float | None) -> float:
 
 
 async def _with_timeout(
-    timeout: float | None, what: str, coro_fn: Callable[[], Any], done: Callable[[], bool]
+    timeout: float | None,
+    what: str,
+    coro_fn: Callable[[], Any],
+    done: Callable[[], bool],
+    waiters: Sequence[Waiter] = (),
 ) -> None:
     with trio.move_on_at(_deadline(timeout)):
         await coro_fn()
     if not done():  # a condition that holds wins over a deadline that passed meanwhile
-        raise TimeoutError(f"{what}: timed out after {timeout} s")
+        pending = [w for w in waiters if not w.done]
+        kinds = ", ".join(w.kind for w in pending)
+        raise TimeoutError(
+            f"{what}: timed out after {timeout} s waiting on {kinds or 'nothing'}",
+            machine_id=pending[0]._machine.id if pending else None,
+        )
 
 
 def _first_error(waiters: Iterable[Waiter]) -> BaseException | None:
@@ -103,7 +112,7 @@ async def wait_for_all(*waiters: Waiter, timeout: float | None = None) -> None:
     async def run() -> None:
         await _wait_until(ws, done)
 
-    await _with_timeout(timeout, "wait_for_all", run, done)
+    await _with_timeout(timeout, "wait_for_all", run, done, ws)
     err = _first_error(ws)
     if err is not None:
         raise err
@@ -127,7 +136,7 @@ async def wait_for_any(*waiters: Waiter, timeout: float | None = None) -> int:
     async def run() -> None:
         await _wait_until(ws, done)
 
-    await _with_timeout(timeout, "wait_for_any", run, done)
+    await _with_timeout(timeout, "wait_for_any", run, done, ws)
     for i, w in enumerate(ws):
         if w.done:
             if w.error is not None:
@@ -160,7 +169,7 @@ async def wait_for_err_all(mach: Machine, *waiters: Waiter, timeout: float | Non
         async def run() -> None:
             await _wait_until([*ws, err_w], done)
 
-        await _with_timeout(timeout, "wait_for_err_all", run, done)
+        await _with_timeout(timeout, "wait_for_err_all", run, done, ws)
     finally:
         err_w.close()
     if err_w.is_set():
@@ -191,7 +200,7 @@ async def wait_for_err_any(mach: Machine, *waiters: Waiter, timeout: float | Non
         async def run() -> None:
             await _wait_until([*ws, err_w], done)
 
-        await _with_timeout(timeout, "wait_for_err_any", run, done)
+        await _with_timeout(timeout, "wait_for_err_any", run, done, ws)
     finally:
         err_w.close()
     if err_w.is_set():
