@@ -100,7 +100,7 @@ EXPECTED: dict[str, list[str]] = {
         "when_time(Job >= 7) resolved",
         "when_query(7 jobs) resolved: 7 jobs",
         "wait_for_all resolved",
-        "wait_for_all(Done) failed: wait_for_all: timed out after 0.05 s",
+        "wait_for_all(Done) failed: [worker] wait_for_all: timed out after 0.05 s waiting on when",
         "wait_for_err_all failed: [worker] Exception: disk full (err=OSError('disk full'))",
         "when_not1(Connected) resolved: (Start:1)",
         "move_on_after: gave up waiting for Done: True",

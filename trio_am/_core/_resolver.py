@@ -172,6 +172,21 @@ def sort_states(c: Compiled, lst: list[int]) -> list[int]:
     """
     if len(lst) < 2:
         return lst
+    key = tuple(lst)
+    cached = c.sort_cache.get(key)
+    if cached is not None:
+        return list(cached)
+    out = _sort(c, lst)
+    if len(c.sort_cache) >= _SORT_CACHE_MAX:
+        c.sort_cache.clear()
+    c.sort_cache[key] = tuple(out)
+    return out
+
+
+_SORT_CACHE_MAX: Final = 4096
+
+
+def _sort(c: Compiled, lst: list[int]) -> list[int]:
     lmask = 0
     for s in lst:
         lmask |= 1 << s

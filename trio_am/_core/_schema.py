@@ -257,10 +257,13 @@ class Compiled:
         "require_cycle",
         "require_mask",
         "schema",
+        "sort_cache",
     )
 
     def __init__(self, schema: dict[str, State], names: list[str]) -> None:
         self.schema = schema
+        #: handler orders already computed (list -> sorted), see resolver.sort_states
+        self.sort_cache: dict[tuple[int, ...], tuple[int, ...]] = {}
         self.names: tuple[str, ...] = tuple(names)
         self.index: dict[str, int] = {name: i for i, name in enumerate(names)}
         self.n = len(names)

@@ -380,8 +380,19 @@ def call(
     (negotiation only: ``False`` returned, or ``handler_timeout`` overrun) or
     ``_RAISED`` (the recovery was scheduled)."""
     tr = m._tr
-    steps = tx.steps
     timeout = m._handler_timeout
+    if tr is None and timeout is None and m._log_level < 3:
+        # the common case: nothing to trace, time or log (no tracer: no steps either)
+        for _bid, fn, name in entries:
+            try:
+                ret = fn(Event(m, name, tx, args, state))
+            except Exception as exc:
+                handler_raised(m, tx, exc, name, state)
+                return _RAISED
+            if ret is False and not final:
+                return _VETO
+        return _OK
+    steps = tx.steps
     for bid, fn, name in entries:
         if m._log_level >= 3:
             m._log(LogLevel.OPS, f"[handler] {name}")
