@@ -66,8 +66,6 @@ API_NAMES = [
 ]
 
 
-
-
 @pytest.mark.parametrize("name", API_NAMES)
 def test_api_name_is_exported(name):
     assert name in am.__all__
