@@ -104,42 +104,25 @@ def process(m: Engine, mut: Mutation) -> Result:
         for s in called:
             steps.append((32, -1, s, -1, 0, None, 0))
 
-    # 1. resolve
-    if c.plain:
-        # no relations: the base list is the target
-        if mtype is ADD:
-            target = list(called)
-            if active & ~cmask:
-                for s in alist:
-                    if not (cmask >> s) & 1:
-                        target.append(s)
-            tmask = active | cmask
-            reactivate = cmask & c.multi_mask
-        elif mtype is REMOVE:
-            target = [s for s in alist if not (cmask >> s) & 1] if active & ~cmask else []
-            tmask = active & ~cmask
-            reactivate = 0
-        else:
-            target = list(called)
-            tmask = cmask
-            reactivate = cmask & c.multi_mask
-    else:
-        if mtype == ADD:
-            base = list(called)
+    # 1. resolve: the base list (§5.1), then relations unless the schema has none
+    if mtype is ADD:
+        base = list(called)
+        if active & ~cmask:
             for s in alist:
                 if not (cmask >> s) & 1:
                     base.append(s)
-            reactivate = cmask & c.multi_mask
-            exclude = 0
-        elif mtype == REMOVE:
-            base = [s for s in alist if not (cmask >> s) & 1]
-            reactivate = 0
-            exclude = cmask
-        else:
-            base = list(called)
-            reactivate = cmask & c.multi_mask
-            exclude = 0
-        target = resolve(c, base, active, reactivate, exclude, steps)
+        reactivate = cmask & c.multi_mask
+    elif mtype is REMOVE:
+        base = [s for s in alist if not (cmask >> s) & 1] if active & ~cmask else []
+        reactivate = 0
+    else:
+        base = list(called)
+        reactivate = cmask & c.multi_mask
+    if c.plain:
+        target = base
+        tmask = active | cmask if mtype is ADD else (active & ~cmask if mtype is REMOVE else cmask)
+    else:
+        target = resolve(c, base, active, reactivate, cmask if mtype is REMOVE else 0, steps)
         tmask = 0
         for s in target:
             tmask |= 1 << s
@@ -191,9 +174,7 @@ def process(m: Engine, mut: Mutation) -> Result:
     if tables is not None and tables.has_negotiation:
         verdict = negotiate(m, tx, tables, exits, enters, target, tmask, alist, active, mtype, args)
         if verdict is not None:
-            if verdict is _RAISED_MARK:
-                return end_canceled(m, tx)
-            if verdict is _VETO_MARK:
+            if verdict is _RAISED_MARK or verdict is _VETO_MARK:
                 return end_canceled(m, tx)
             # auto transition with rejected states: resolve again
             rejected: int = verdict
@@ -208,10 +189,10 @@ def process(m: Engine, mut: Mutation) -> Result:
             tmask = 0
             for s in target:
                 tmask |= 1 << s
-            exits = [s for s in alist if not (tmask >> s) & 1]
+            exits = _changed(active & ~tmask, alist)
             if len(exits) > 1:
                 exits = sort_states(c, exits)
-            enters = [s for s in target if not (active >> s) & 1]
+            enters = _changed(tmask & ~active, target)
             tx._target = target
             tx._exits = exits
             tx._enters = enters
