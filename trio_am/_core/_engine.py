@@ -1037,7 +1037,7 @@ class Engine:
             # result is the plain constant 2, not a queue tick of its own
             self._queue.insert(0, mut)
             return Result(2, 2)
-        return self._run(mut, own_prepended=True)
+        return self._run_prepended(mut)
 
     def prepend_mutation(self, mutation: Mutation) -> Result:
         """Low level: put ``mutation`` at the head of the queue and process it."""
@@ -1045,7 +1045,7 @@ class Engine:
         if self._busy:
             self._queue.insert(0, mutation)
             return Result.QUEUED
-        return self._run(mutation, own_prepended=True)
+        return self._run_prepended(mutation)
 
     def _mutate(
         self,
@@ -1103,8 +1103,7 @@ class Engine:
         mut = Mutation(self._c.names, mtype, called, mask, args, source)
         if self._breakpoints:
             self._check_breakpoints(mtype, mask, mut)
-        # idle: process now, then drain what handlers queued (the body of _run, inlined
-        # because this is the hot path)
+        # idle: process now, then drain what handlers queued (inlined: the hot path)
         self._busy = True
         try:
             self._queue_tick = mut.queue_tick = self._queue_tick + 1
@@ -1143,17 +1142,14 @@ class Engine:
         return " ".join(names[i] for i in idxs)
 
     # ------------------------------------------------------------------ the queue
-    def _run(self, mut: Mutation, *, own_prepended: bool) -> Result:
-        """Process ``mut`` now (the machine is idle), then drain the queue."""
+    def _run_prepended(self, mut: Mutation) -> Result:
+        """Process a prepended mutation (a dry run, ``prepend_mutation``) now, while the
+        machine is idle, then drain the queue. It takes no queue tick. Appended
+        mutations take the inlined path at the end of :meth:`_mutate`."""
         self._busy = True
         result = _CANCELED
         try:
-            if not own_prepended:
-                self._queue_tick += 1
-                mut.queue_tick = self._queue_tick
             result = _transition.process(self, mut)
-            if not own_prepended and self._reg is not None and self._reg.queue:
-                self._reg.check_queue(self._queue_tick)
             if self._queue:
                 self._drain()
         finally:
