@@ -72,15 +72,17 @@ def _deadline(timeout: float | None) -> float:
     return trio.current_time() + timeout
 
 
-async def _with_timeout(
-    timeout: float | None,
+async def _wait(
     what: str,
-    coro_fn: Callable[[], Any],
+    timeout: float | None,
+    watch: Sequence[Waiter],
     done: Callable[[], bool],
-    waiters: Sequence[Waiter] = (),
+    waiters: Sequence[Waiter],
 ) -> None:
+    """Wait until ``done()`` holds, re-checked whenever a waiter of ``watch`` finishes,
+    under one deadline; name the pending ``waiters`` in the timeout error."""
     with trio.move_on_at(_deadline(timeout)):
-        await coro_fn()
+        await _wait_until(watch, done)
     if not done():  # a condition that holds wins over a deadline that passed meanwhile
         pending = [w for w in waiters if not w.done]
         kinds = ", ".join(w.kind for w in pending)
@@ -97,6 +99,22 @@ def _first_error(waiters: Iterable[Waiter]) -> BaseException | None:
     return None
 
 
+def _raise_first_error(waiters: Iterable[Waiter]) -> None:
+    err = _first_error(waiters)
+    if err is not None:
+        raise err
+
+
+def _first_done(waiters: Sequence[Waiter]) -> int:
+    """The position of the first finished waiter; a failed one raises its error."""
+    for i, w in enumerate(waiters):
+        if w.done:
+            if w.error is not None:
+                raise w.error
+            return i
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 async def wait_for_all(*waiters: Waiter, timeout: float | None = None) -> None:
     """Wait until every waiter's condition held.
 
@@ -109,13 +127,8 @@ async def wait_for_all(*waiters: Waiter, timeout: float | None = None) -> None:
     def done() -> bool:
         return all(w.done for w in ws) or _first_error(ws) is not None
 
-    async def run() -> None:
-        await _wait_until(ws, done)
-
-    await _with_timeout(timeout, "wait_for_all", run, done, ws)
-    err = _first_error(ws)
-    if err is not None:
-        raise err
+    await _wait("wait_for_all", timeout, ws, done, ws)
+    _raise_first_error(ws)
 
 
 async def wait_for_any(*waiters: Waiter, timeout: float | None = None) -> int:
@@ -129,20 +142,8 @@ async def wait_for_any(*waiters: Waiter, timeout: float | None = None) -> int:
     ws = list(waiters)
     if not ws:
         raise ValueError("wait_for_any needs at least one waiter")
-
-    def done() -> bool:
-        return any(w.done for w in ws)
-
-    async def run() -> None:
-        await _wait_until(ws, done)
-
-    await _with_timeout(timeout, "wait_for_any", run, done, ws)
-    for i, w in enumerate(ws):
-        if w.done:
-            if w.error is not None:
-                raise w.error
-            return i
-    raise AssertionError("unreachable")  # pragma: no cover
+    await _wait("wait_for_any", timeout, ws, lambda: any(w.done for w in ws), ws)
+    return _first_done(ws)
 
 
 def _err_of(mach: Machine) -> ExceptionActiveError:
@@ -161,22 +162,17 @@ async def wait_for_err_all(mach: Machine, *waiters: Waiter, timeout: float | Non
         raise _err_of(mach)
     err_w = mach.when_err()
     ws = list(waiters)
+
+    def done() -> bool:
+        return err_w.done or all(w.done for w in ws) or _first_error(ws) is not None
+
     try:
-
-        def done() -> bool:
-            return err_w.done or all(w.done for w in ws) or _first_error(ws) is not None
-
-        async def run() -> None:
-            await _wait_until([*ws, err_w], done)
-
-        await _with_timeout(timeout, "wait_for_err_all", run, done, ws)
+        await _wait("wait_for_err_all", timeout, [*ws, err_w], done, ws)
     finally:
         err_w.close()
     if err_w.is_set():
         raise _err_of(mach)
-    err = _first_error(ws)
-    if err is not None:
-        raise err
+    _raise_first_error(ws)
 
 
 async def wait_for_err_any(mach: Machine, *waiters: Waiter, timeout: float | None = None) -> int:
@@ -193,24 +189,18 @@ async def wait_for_err_any(mach: Machine, *waiters: Waiter, timeout: float | Non
     err_w = mach.when_err()
     ws = list(waiters)
     try:
-
-        def done() -> bool:
-            return err_w.done or any(w.done for w in ws)
-
-        async def run() -> None:
-            await _wait_until([*ws, err_w], done)
-
-        await _with_timeout(timeout, "wait_for_err_any", run, done, ws)
+        await _wait(
+            "wait_for_err_any",
+            timeout,
+            [*ws, err_w],
+            lambda: err_w.done or any(w.done for w in ws),
+            ws,
+        )
     finally:
         err_w.close()
     if err_w.is_set():
         raise _err_of(mach)
-    for i, w in enumerate(ws):
-        if w.done:
-            if w.error is not None:
-                raise w.error
-            return i
-    raise AssertionError("unreachable")  # pragma: no cover
+    return _first_done(ws)
 
 
 async def _settle(mach: Machine, r: Result, check: Callable[[], bool]) -> Result:

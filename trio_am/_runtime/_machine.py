@@ -318,9 +318,8 @@ class Machine(Engine):
                     else:
                         try:
                             self.add_err(exc)
-                        except (
-                            Exception
-                        ) as exc2:  # panic_to_exception=False and a raising Exception handler
+                        except Exception as exc2:
+                            # panic_to_exception=False and a raising Exception handler
                             self._internal_error(exc2)
                             _logger.exception(
                                 "[%s] reporting a forked task's error failed",
