@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._handlers import Entry, Tables
 from ._resolver import resolve, sort_states
-from ._subs import Registry
 from ._types import ADD, EVAL, REMOVE, Event, LogLevel, Mutation, Result, Step, Time, Transition
 
 if TYPE_CHECKING:
@@ -231,29 +230,31 @@ def process(m: Engine, mut: Mutation) -> Result:
     if tr is not None:
         m._trace("transition_finals", tx)
 
-    # 5. final handlers
+    # 5. final handlers; when_args waiters match where a <State>_state handler would run
     reg = m._reg
+    match = reg if reg is not None and reg.args else None
     raised = False
-    if reg is not None and reg.args:
-        raised = finals(m, tx, tables, exits, enters, args, reg)
-    elif tables is not None and tables.has_final:
-        # finals() without subscriptions, inlined: this is the hot path
-        for s in exits:
-            h = tables.end[s]
-            if h is not None and call(m, tx, h, s, args, True):
-                rollback(m, tx, enters, 0)
-                raised = True
-                break
-        else:
-            for k, s in enumerate(enters):
-                h = tables.state[s]
+    if match is not None or (tables is not None and tables.has_final):
+        if tables is not None:
+            for s in exits:
+                h = tables.end[s]
                 if h is not None and call(m, tx, h, s, args, True):
-                    rollback(m, tx, enters, k)
+                    rollback(m, tx, enters, 0)
                     raised = True
                     break
+        if not raised:
+            for k, s in enumerate(enters):
+                if tables is not None:
+                    h = tables.state[s]
+                    if h is not None and call(m, tx, h, s, args, True):
+                        rollback(m, tx, enters, k)
+                        raised = True
+                        break
+                if match is not None:
+                    match.match_args(s, args)
             else:
-                h = tables.any_state
-                raised = bool(h) and bool(call(m, tx, h, -1, args, True))
+                if tables is not None and tables.any_state:
+                    raised = bool(call(m, tx, tables.any_state, -1, args, True))
 
     # 6. result
     if raised:
@@ -508,33 +509,6 @@ def negotiate(
 
 
 # finals -------------------------------------------------------------------------
-def finals(
-    m: Engine,
-    tx: Transition,
-    t: Tables | None,
-    exits: list[int],
-    enters: list[int],
-    args: Mapping[str, Any],
-    reg: Registry | None,
-) -> bool:
-    """Run the final handlers; True when one raised (the rollback is done)."""
-    if t is not None:
-        for s in exits:
-            h = t.end[s]
-            if h is not None and call(m, tx, h, s, args, True):
-                rollback(m, tx, enters, 0)
-                return True
-    for k, s in enumerate(enters):
-        if t is not None:
-            h = t.state[s]
-            if h is not None and call(m, tx, h, s, args, True):
-                rollback(m, tx, enters, k)
-                return True
-        if reg is not None and reg.args:
-            reg.match_args(s, args)
-    return bool(t is not None and t.any_state and call(m, tx, t.any_state, -1, args, True))
-
-
 def rollback(m: Engine, tx: Transition, enters: list[int], start: int) -> None:
     """Take the states entered from position ``start`` on out of the active set, then
     deactivate whatever lost a requirement (so relations still hold)."""

@@ -336,7 +336,6 @@ class Transition:
     queue_len: int = 0
     t0: int = 0
     t1: int = 0
-    _EMPTY: tuple[int, ...] = ()
 
     def __init__(self, machine: Engine, mutation: Mutation, seq: int, before: list[int]) -> None:
         self.machine = machine
