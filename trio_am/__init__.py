@@ -148,3 +148,17 @@ def _fix_module() -> None:
 
 
 _fix_module()
+
+
+def __getattr__(name: str) -> object:
+    # aRPC loads on first use (``am.rpc``, ``am.NetMachine``): it pulls in the network
+    # stack, which a purely local program does not need
+    if name == "rpc":
+        import importlib
+
+        return importlib.import_module("trio_am.rpc")
+    if name == "NetMachine":
+        from .rpc import NetMachine
+
+        return NetMachine
+    raise AttributeError(f"module 'trio_am' has no attribute {name!r}")

@@ -59,6 +59,12 @@ _PY_LEVEL: Final = {
     5: logging.DEBUG,
 }
 _EXECUTED: Final = Result.EXECUTED
+_TOGGLE: Final = -1
+# mutate(): op names and wire op codes (arpc.md B4: 0 add, 1 remove, 2 set, 3 toggle)
+_OPS: Final[dict[str, int]] = {
+    "add": ADD, "remove": REMOVE, "set": SET, "toggle": _TOGGLE,
+    "0": ADD, "1": REMOVE, "2": SET, "3": _TOGGLE,
+}
 _CANCELED: Final = Result.CANCELED
 _COMPILED_CACHE: dict[tuple[Any, ...], Compiled] = {}
 _COMPILED_CACHE_MAX: Final = 256
@@ -957,6 +963,28 @@ class Engine:
         bit = 1 << i
         return self._mutate(REMOVE if self._active & bit else ADD, (i,), bit, args, event)
 
+    def mutate(
+        self,
+        op: MutationType | str,
+        states: StatesArg,
+        args: Args = None,
+        *,
+        source: MutSource | None = None,
+    ) -> Result:
+        """Low level: apply mutation ``op`` (``"add"``, ``"remove"``, ``"set"`` or
+        ``"toggle"``) with an explicit :class:`MutSource` (used by the aRPC server to
+        record which client and session a mutation came from). A toggle is decided here,
+        against this machine's active states."""
+        called, mask = self._parse(states)
+        code = _OPS.get(str(int(op)) if isinstance(op, int) else op)
+        if code is None:
+            raise Error(f"unknown mutation type {op!r}", machine_id=self._id)
+        if code == _TOGGLE:
+            mtype = REMOVE if (self._active & mask) == mask and mask else ADD
+        else:
+            mtype = MutationType(code)
+        return self._mutate(mtype, called, mask, args, None, source=source)
+
     def add_err(self, err: Any, args: Args = None, *, event: Event | None = None) -> Result:
         """Record ``err`` as the last error and add ``Exception`` with
         ``args["err"] = err`` and ``args["err_trace"]`` (its formatted traceback).
@@ -1056,6 +1084,7 @@ class Engine:
         event: Event | None,
         *,
         limit: bool = True,
+        source: MutSource | None = None,
     ) -> Result:
         if self._disposing or self._disposed:
             return _CANCELED
@@ -1075,7 +1104,6 @@ class Engine:
             if not hatch:
                 self._log(LogLevel.OPS, "[queue:skipped] queue limit reached")
                 return _CANCELED
-        source = None
         if event is not None:
             src_m = event.machine
             source = MutSource(src_m.id, event.transition.id, sum(src_m._ticks))

@@ -157,17 +157,23 @@ class MutSource:
         mach_id: the source machine's id.
         tx_id: the source transition's id.
         mach_time: the source machine's time (sum of ticks) then.
+        session_id: for a mutation that came over aRPC, the id of the server session
+            it came through; otherwise None.
     """
 
-    __slots__ = ("mach_id", "mach_time", "tx_id")
+    __slots__ = ("mach_id", "mach_time", "session_id", "tx_id")
 
-    def __init__(self, mach_id: str, tx_id: str, mach_time: int) -> None:
+    def __init__(
+        self, mach_id: str, tx_id: str, mach_time: int, session_id: str | None = None
+    ) -> None:
         self.mach_id = mach_id
         self.tx_id = tx_id
         self.mach_time = mach_time
+        self.session_id = session_id
 
     def __repr__(self) -> str:
-        return f"MutSource({self.mach_id!r}, {self.tx_id!r}, {self.mach_time})"
+        sid = f", session_id={self.session_id!r}" if self.session_id else ""
+        return f"MutSource({self.mach_id!r}, {self.tx_id!r}, {self.mach_time}{sid})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MutSource) and (self.mach_id, self.tx_id, self.mach_time) == (

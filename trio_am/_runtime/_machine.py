@@ -168,6 +168,11 @@ class Machine(Engine):
     def state_ctx(self, state: str) -> StateCtx:
         return super().state_ctx(state)  # type: ignore[return-value]
 
+    def state_scope(self, state: str) -> StateCtx:
+        """The state's context, to use as ``with mach.state_scope("Foo"):`` (a cancel
+        scope that ends with the state's current activation). Same as :meth:`state_ctx`."""
+        return self.state_ctx(state)
+
     def _is_cancellation(self, err: object) -> bool:
         return isinstance(err, trio.Cancelled)
 

@@ -1,0 +1,37 @@
+"""Basic aRPC behaviour over real sockets: handshake, mirror, mutations, pushes."""
+
+from __future__ import annotations
+
+import trio
+
+import trio_am as am
+from trio_am import rpc
+
+from .conftest import client_kw
+
+
+async def test_connect_ws_and_tcp(src: am.Machine, server: rpc.Server) -> None:
+    for url in server.urls:
+        async with rpc.connect(url, id="c1", **client_kw()) as client:
+            with trio.fail_after(2):
+                await client.rpc.when1("Ready")
+            assert client.mach.state_names == src.state_names
+            assert client.mach.time() == src.time()
+            assert client.mach.id == "rnm-c1"
+            assert client.mach.remote_id == "src"
+            assert server.rpc.is1("HasClients")
+
+
+async def test_push_and_remote_mutation(src: am.Machine, server: rpc.Server) -> None:
+    async with rpc.connect(server.urls[0], id="c1", **client_kw()) as client:
+        with trio.fail_after(2):
+            await client.rpc.when1("Ready")
+        src.add1("Foo")
+        with trio.fail_after(1):
+            await client.mach.when1("Foo")
+        assert client.mach.tick("Foo") == 1
+        r = await client.mach.add1_remote("Bar")
+        assert r == am.Result.EXECUTED
+        assert client.mach.is1("Bar")
+        assert client.mach.time() == src.time()
+        assert client.mach.queue_tick == src.queue_tick
