@@ -965,7 +965,7 @@ class Engine:
 
     def mutate(
         self,
-        op: MutationType | str,
+        op: MutationType | str | int,
         states: StatesArg,
         args: Args = None,
         *,

@@ -44,6 +44,10 @@ def _names(value: Any) -> _All | frozenset[str]:
     return frozenset(value)
 
 
+def _ids(value: Iterable[str] | None) -> frozenset[str] | None:
+    return None if value is None else frozenset(value)
+
+
 @attrs.frozen
 class Grant:
     """What one client may do.
@@ -60,9 +64,7 @@ class Grant:
     mutable: _All | frozenset[str] = attrs.field(default=ALL, converter=_names)
     payloads: bool = True
     getters: _All | frozenset[str] = attrs.field(default=ALL, converter=_names)
-    client_ids: frozenset[str] | None = attrs.field(
-        default=None, converter=lambda v: None if v is None else frozenset(v)
-    )
+    client_ids: frozenset[str] | None = attrs.field(default=None, converter=_ids)
 
     def __attrs_post_init__(self) -> None:
         if self.readable is not ALL and self.mutable is ALL:

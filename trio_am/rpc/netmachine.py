@@ -122,7 +122,7 @@ class NetMachine(Machine):
 
     # -------------------------------------------------------------- properties
     @property
-    def schema(self) -> Any:  # type: ignore[override]
+    def schema(self) -> Any:
         """The source's schema (readable part), or None when the client asked for none."""
         return self._c.schema if self._has_schema else None
 
@@ -143,7 +143,7 @@ class NetMachine(Machine):
         m = event.machine
         return [m.id, event.transition.id, sum(m._ticks)]
 
-    def _mutate(  # type: ignore[override]
+    def _mutate(
         self,
         mtype: MutationType,
         called: tuple[int, ...],
@@ -165,7 +165,7 @@ class NetMachine(Machine):
         """:meth:`toggle` for one state."""
         return self.toggle([state], args, event=event)
 
-    def mutate(  # type: ignore[override]
+    def mutate(
         self, op: Any, states: StatesArg, args: Any = None, *, source: MutSource | None = None
     ) -> Result:
         """Send mutation ``op`` (``"add"``, ``"remove"``, ``"set"``, ``"toggle"``)."""

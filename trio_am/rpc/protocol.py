@@ -225,8 +225,9 @@ def _parse(obj: object, allowed: frozenset[int]) -> Frame:
     if type(obj) is not list or not obj:
         raise FrameError(ErrorCode.MALFORMED, "a frame is a non-empty array")
     kind = obj[0]
-    if type(kind) is not int:
+    if not isinstance(kind, int) or isinstance(kind, bool):
         raise FrameError(ErrorCode.MALFORMED, "a frame starts with an integer kind")
+    kind = int(kind)
     if kind not in allowed:
         raise FrameError(ErrorCode.UNKNOWN_KIND, f"frame kind {kind} is unknown or not allowed")
     if kind in (Kind.HELLO, Kind.WELCOME, Kind.SCHEMA):

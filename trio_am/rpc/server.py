@@ -841,8 +841,8 @@ class Server:
         else:
             msrc = MutSource(sess.client_id, "", 0, sess.sid)
         if flags & FLAG_ERROR:
-            extra = [n for n in ("Exception", "ErrOnClient") if n in source.state_names]
-            names = list(dict.fromkeys([*names, *extra]))
+            err_states = [n for n in ("Exception", "ErrOnClient") if n in source.state_names]
+            names = list(dict.fromkeys([*names, *err_states]))
             op = 0
         return int(source.mutate(op, names, args, source=msrc))
 
