@@ -35,3 +35,18 @@ async def test_push_and_remote_mutation(src: am.Machine, server: rpc.Server) -> 
         assert client.mach.is1("Bar")
         assert client.mach.time() == src.time()
         assert client.mach.queue_tick == src.queue_tick
+
+
+async def test_schema_growth_reaches_the_mirror(src: am.Machine, server: rpc.Server) -> None:
+    async with rpc.connect(server.urls[1], id="c1", **client_kw()) as client:
+        with trio.fail_after(2):
+            await client.rpc.when1("Ready")
+        src.set_schema(am.schema_merge(src.schema, {"Extra": {"require": ["Foo"]}}))
+        src.add(["Foo", "Extra"])  # the next transition wakes the session's writer
+        with trio.fail_after(2):
+            await client.mach.when_query(lambda clock: clock.get("Extra", 0) % 2 == 1)
+        assert client.mach.state_names == src.state_names
+        assert client.mach.schema is not None and client.mach.schema["Extra"].require == ("Foo",)
+        assert client.mach.time() == src.time()
+        assert await client.mach.remove1_remote("Extra") == am.Result.EXECUTED
+        assert not src.is1("Extra")

@@ -635,6 +635,8 @@ class Client:
                 ev = self._sync_waiters.pop(req, None)
                 if ev is not None:
                     ev.set()
+        elif kind == Kind.SCHEMA:
+            self._schema(frame.data or {})
         elif kind == Kind.MUTATIONS:
             seq, ack, entries = f
             if self._resyncing:
@@ -691,6 +693,36 @@ class Client:
             _log.warning("aRPC client %s: server error %s", self.id, err)
         elif kind == Kind.BYE:
             raise _Lost(f"server said bye: {f}")
+
+    def _schema(self, data: dict[str, Any]) -> None:
+        """States were added to the source: take the new names, schema and clock."""
+        names, time = data.get("names"), data.get("time")
+        if not (
+            isinstance(names, list)
+            and isinstance(time, list)
+            and len(names) == len(time)
+            and all(isinstance(n, str) for n in names)
+            and all(isinstance(t, int) and t >= 0 for t in time)
+        ):
+            self.rpc.add1("ErrRpc", {"err": ProtocolError("malformed SCHEMA")})
+            return
+        schema = data.get("schema") if self._want_schema else None
+        try:
+            self.mach._install(names, schema if isinstance(schema, dict) else None, False)
+        except Exception as exc:
+            self.rpc.add1("ErrRpc", {"err": exc})
+            return
+        if self.welcome is not None:
+            self.welcome["names"] = names
+            self.welcome["hash"] = data.get("hash")
+        allow = self._allow
+        skip = set(self._skip or ())
+        self._tracked = sum(
+            1 << i for i, n in enumerate(names) if (allow is None or n in allow) and n not in skip
+        )
+        self._mirror.reset(time, int(data.get("qt") or 0), int(data.get("mt") or 0), int(data.get("seq") or 0))
+        self._resyncing = False
+        self._apply_mirror()
 
     def _clock(self, seq: int, d: Any, ack: int) -> None:
         m = self._mirror

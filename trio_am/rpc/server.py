@@ -145,23 +145,11 @@ class _Session:
         self.client_id = client_id
         self.peer = peer
         self.grant = grant
-        src = server.source
-        readable = [n for n in src.state_names if server._visible(n) and grant.can_read(n)]
-        if "Exception" not in readable and "Exception" in src.state_names:
-            readable.append("Exception")
-            readable.sort(key=src.state_names.index)
-        self.names = readable
-        self.index = {n: i for i, n in enumerate(readable)}
-        self.src_idx = [src.state_names.index(n) for n in readable]
-        allow = hello.get("allow")
-        skip = hello.get("skip") or ()
-        tracked = [
-            i
-            for i, n in enumerate(readable)
-            if (allow is None or n in allow) and n not in skip
-        ]
-        self.view = ClockView(self.src_idx, tracked, bool(hello.get("shallow")))
-        self.mutable = {i for i, n in enumerate(readable) if grant.can_mutate(n)}
+        self._allow = hello.get("allow")
+        self._skip = hello.get("skip") or ()
+        self.names: list[str] = []
+        self.view = ClockView([], [], bool(hello.get("shallow")))
+        self.layout()
         push = hello.get("push")
         self.push_interval = server._clamp_push(push)
         self.muts = bool(hello.get("muts"))
@@ -184,6 +172,35 @@ class _Session:
         self.errors: deque[float] = deque()
         self.payload_waits: dict[int, tuple[trio.Event, list[Any]]] = {}
         self.last_recv = 0.0
+
+    def layout(self) -> bool:
+        """Map the session's states onto the source's current schema. False when the
+        source dropped or reordered states the session shows (``SOURCE_GONE``)."""
+        server = self.server
+        src = server.source
+        grant = self.grant
+        names = src.state_names
+        readable = [n for n in names if server._visible(n) and grant.can_read(n)]
+        if "Exception" not in readable and "Exception" in names:
+            readable.append("Exception")
+            readable.sort(key=names.index)
+        if readable[: len(self.names)] != self.names:
+            return False
+        self.names = readable
+        self.index = {n: i for i, n in enumerate(readable)}
+        self.src_idx = [names.index(n) for n in readable]
+        allow = self._allow
+        skip = self._skip
+        tracked = [
+            i for i, n in enumerate(readable) if (allow is None or n in allow) and n not in skip
+        ]
+        view = self.view
+        view.src_idx = self.src_idx
+        view.tracked = tracked
+        view.base = view.base + [0] * (len(readable) - len(view.base))
+        self.mutable = {i for i, n in enumerate(readable) if grant.can_mutate(n)}
+        self.compiled = src._c
+        return True
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -873,6 +890,8 @@ class Server:
         while True:
             if self._gone:
                 raise _Closing(ErrorCode.SOURCE_GONE, "the source machine was disposed", 1011)
+            if src._c is not sess.compiled:
+                await self._schema_changed(sess, stream)
             if out:
                 item = out.popleft()
                 stats.outbound_frames = len(out)
@@ -933,6 +952,34 @@ class Server:
                     await self._wait(sess)
                 continue
             await self._wait(sess)
+
+    async def _schema_changed(self, sess: _Session, stream: FrameStream) -> None:
+        """The source's schema grew: send SCHEMA (a snapshot too); a drop or a reorder
+        of shown states ends the session with ``SOURCE_GONE`` (B6)."""
+        before = len(sess.names)
+        if not sess.layout():
+            sess.ended = True
+            raise _Closing(ErrorCode.SOURCE_GONE, "the source's states were reordered", 1011)
+        if len(sess.names) == before:
+            return
+        src = self.source
+        time = sess.view.snapshot(src._ticks, src.queue_tick, src.machine_tick)
+        sess.seq += 1
+        sess.dirty = False
+        wire = wire_schema(src.schema, sess.names)
+        frame = [
+            Kind.SCHEMA,
+            {
+                "names": list(sess.names),
+                "schema": wire,
+                "hash": schema_hash(wire, sess.names),
+                "time": time,
+                "qt": sess.view.qt,
+                "mt": sess.view.mt,
+                "seq": sess.seq,
+            },
+        ]
+        await self._send(sess, stream, frame)
 
     async def _wait(self, sess: _Session) -> None:
         if sess.outbound or (sess.dirty and sess.push_interval is not None):
