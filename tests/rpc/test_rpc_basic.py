@@ -50,3 +50,30 @@ async def test_schema_growth_reaches_the_mirror(src: am.Machine, server: rpc.Ser
         assert client.mach.time() == src.time()
         assert await client.mach.remove1_remote("Extra") == am.Result.EXECUTED
         assert not src.is1("Extra")
+
+
+async def test_replica_tree(src: am.Machine, server: rpc.Server) -> None:
+    """A NetMachine served again: a leaf mirrors the root through a replica and its
+    mutations reach the root (arpc.md B14)."""
+    async with rpc.connect(server.urls[1], id="rep1", **client_kw()) as rep:
+        with trio.fail_after(2):
+            await rep.rpc.when1("Ready")
+        async with rpc.serve(rep.mach, "tcp://127.0.0.1:0", push_interval=0.005) as srv2:
+            async with rpc.connect(srv2.urls[0], id="leaf", **client_kw()) as leaf:
+                with trio.fail_after(2):
+                    await leaf.rpc.when1("Ready")
+                assert leaf.mach.remote_id == "rnm-rep1"
+                assert leaf.mach.state_names == src.state_names
+                src.add1("Foo")
+                with trio.fail_after(2):
+                    await leaf.mach.when1("Foo")
+                assert await leaf.mach.add1_remote("Bar") == am.Result.EXECUTED
+                assert src.is1("Bar")
+                with trio.fail_after(2):
+                    await leaf.mach.when1("Bar")
+                assert leaf.mach.time() == src.time()
+                # relations are refused at the root: Bar needs Foo
+                src.remove1("Foo")
+                with trio.fail_after(2):
+                    await leaf.mach.when_not1("Foo")
+                assert await leaf.mach.add1_remote("Bar") == am.Result.CANCELED

@@ -16,7 +16,15 @@ import logging
 import math
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -49,6 +57,7 @@ from .protocol import (
     schema_hash,
     wire_schema,
 )
+from .netmachine import NetMachine
 from .states import SERVER_SCHEMA
 from .transport import EmptyFrame, FrameStream, FrameTooLarge, StreamClosed, serve_streams
 
@@ -767,7 +776,7 @@ class Server:
         kind = frame.kind
         f = frame.fields
         if kind == Kind.MUTATE:
-            self._mutate(sess, f)
+            await self._mutate(sess, f)
         elif kind == Kind.PING:
             sess.push([Kind.PONG, f[0]])
         elif kind == Kind.PONG:
@@ -800,13 +809,26 @@ class Server:
             )
         sess.last_req = req
 
-    def _mutate(self, sess: _Session, f: list[Any]) -> None:
+    async def _mutate(self, sess: _Session, f: list[Any]) -> None:
         req, op, idxs, args, flags, src = f
         flags = flags or 0
         self._take_req(sess, req)
         sess.ack = req
         try:
             res = self._apply(sess, req, op, idxs, args, flags, src)
+            if not isinstance(res, int):
+                # a replica (NetMachine source): the answer comes from upstream; the
+                # session waits for it, so its frames stay in order
+                try:
+                    res = await res
+                except RpcError as exc:
+                    raise FrameError(
+                        ErrorCode.FORBIDDEN if exc.code in (7, 8) else ErrorCode.INTERNAL,
+                        f"upstream: {exc}",
+                        req,
+                    ) from None
+                except trio.TooSlowError:
+                    raise FrameError(ErrorCode.INTERNAL, "upstream did not answer", req) from None
         except FrameError:
             self._cache(sess, req, 1)
             raise
@@ -821,7 +843,7 @@ class Server:
 
     def _apply(
         self, sess: _Session, req: int, op: int, idxs: list[int], args: Any, flags: int, src: Any
-    ) -> int:
+    ) -> int | Coroutine[Any, Any, int]:
         if op > 3:
             raise FrameError(ErrorCode.BAD_FIELD, f"MUTATE op {op} is not 0-3", req)
         n = len(sess.names)
@@ -861,6 +883,10 @@ class Server:
             err_states = [n for n in ("Exception", "ErrOnClient") if n in source.state_names]
             names = list(dict.fromkeys([*names, *err_states]))
             op = 0
+        if isinstance(source, NetMachine):
+            called, _ = source._parse(names)
+            fwd = [msrc.mach_id, msrc.tx_id, msrc.mach_time]
+            return source._client._call(op, called, args, flags & FLAG_ERROR, fwd)
         return int(source.mutate(op, names, args, source=msrc))
 
     async def _get(self, sess: _Session, f: list[Any]) -> None:
