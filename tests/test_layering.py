@@ -65,3 +65,19 @@ def test_import_trio_am_loads_no_optional_deps() -> None:
     modules = json.loads(proc.stdout.strip().splitlines()[-1])
     loaded = [m for m in modules if any(m == f or m.startswith(f + ".") for f in IMPORT_FORBIDDEN)]
     assert not loaded, f"`import trio_am` loaded {loaded}"
+
+
+SANS_IO_RPC = ("protocol.py", "_codec.py", "errors.py", "auth.py", "states.py")
+
+
+@pytest.mark.parametrize("name", SANS_IO_RPC)
+def test_rpc_protocol_is_sans_io(name: str) -> None:
+    """The aRPC protocol core moves no bytes itself (arpc.md §0.2): no Trio, no sockets."""
+    path = PACKAGE_DIR / "rpc" / name
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    bad = [
+        f"{name}:{line}: imports {mod}"
+        for line, mod in _imported_top_modules(tree)
+        if mod in {"trio", "trio_websocket", "wsproto", "socket", "ssl"}
+    ]
+    assert not bad, "\n".join(bad)
