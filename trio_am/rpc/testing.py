@@ -123,14 +123,15 @@ class FaultyProxy:
 
     Args:
         target_url: where the server listens.
-        listen_url: where the proxy listens; by default the target's scheme on
-            ``127.0.0.1`` with a free port.
+        listen_url: where the proxy listens; by default the target's scheme (``ws``
+            for a ``wss`` target) on ``127.0.0.1`` with a free port.
     """
 
     def __init__(self, target_url: str, listen_url: str | None = None) -> None:
         scheme = parse_url(target_url)[0]
         if listen_url is None:
-            listen_url = f"{scheme}://127.0.0.1:0"
+            # a wss:// listener would need a certificate: clients dial ws:// instead
+            listen_url = f"{'ws' if scheme == 'wss' else scheme}://127.0.0.1:0"
         parse_url(listen_url)
         self.target_url = target_url
         self.listen_url = listen_url
@@ -182,7 +183,8 @@ class FaultyProxy:
 
     def throttle(self, bytes_per_s: float, direction: str = "down") -> None:
         """Forward at most ``bytes_per_s`` (counted as in :attr:`bytes_up`) in
-        ``direction``; a frame of ``n`` bytes takes ``n / bytes_per_s`` seconds."""
+        ``direction``; a frame of ``n`` bytes takes ``n / bytes_per_s`` seconds. The rate
+        is per direction, shared by all connections."""
         if not bytes_per_s > 0:
             raise ValueError(f"bytes_per_s must be positive, not {bytes_per_s!r}")
         for d in _dirs(direction):

@@ -4,7 +4,7 @@ A :class:`FrameStream` is one connection that carries whole frames (``bytes``):
 
 - ``ws://`` and ``wss://``: one binary WebSocket message is one frame; the subprotocol
   is ``am-rpc.1`` (offered by clients; a client that offers none is accepted too). A text
-  message makes the stream close itself with code 1003.
+  message makes the stream send a Close with code 1003 and raise ``StreamClosed(code=1003)``.
 - ``tcp://`` (TLS when an ``ssl_context`` is given): a ``u32`` big-endian length, then
   the frame. A length of 0 is invalid (:class:`EmptyFrame`).
 - ``memory``: :func:`memory_pair` links two streams in one process, for tests on
@@ -19,9 +19,9 @@ Limits (B10), for a frame of ``n`` bytes:
   fragments as they arrive.
 - ``n > hard_frame``: :class:`FrameTooLarge` with ``fatal=True``. TCP raises it as soon as
   the 4-byte prefix is in (it never waits for the body) and the stream can no longer
-  receive; the caller may still send (an ERROR frame) and should then close. WS first
-  closes the connection with code 1009 (what trio-websocket's ``max_message_size`` does)
-  and then raises it; the stream is already closed.
+  receive; the caller may still send (an ERROR frame) and should then close. WS sends
+  a Close with code 1009 at once (what trio-websocket's ``max_message_size`` does) and
+  then raises it; the owner's :meth:`~FrameStream.aclose` completes the closing handshake.
 
 Every failure of the link (a close by the peer, a reset, a local close) surfaces as
 :class:`StreamClosed`.
@@ -125,8 +125,8 @@ class FrameTooLarge(Exception):
         size: the frame's size in bytes, when known.
         limit: the limit it broke (``max_frame``, or ``hard_frame`` when fatal).
         fatal: False: the frame was skipped and the stream is still usable. True: the
-            frame is over ``hard_frame`` and the connection must end (on WS it already
-            closed itself with 1009).
+            frame is over ``hard_frame`` and the connection must end (on WS the Close
+            with 1009 is already sent).
     """
 
     def __init__(self, size: int | None, limit: int, *, fatal: bool) -> None:
@@ -486,6 +486,7 @@ class WsFrameStream(FrameStream):
         self._size = 0
         self._skipping = False
         self._close_done = trio.Event()  # the closing handshake ended, or the link is gone
+        self._closing = False  # our Close frame is out (or being sent)
         self._parser_dead = False
 
     # sending
@@ -510,7 +511,7 @@ class WsFrameStream(FrameStream):
     async def send_frame(self, data: bytes) -> None:
         """Send one frame as one binary message."""
         async with self._send_lock:
-            if self._closed:
+            if self._closing:
                 raise self._local_closed()
             if self._ws.state is not ConnectionState.OPEN:
                 raise StreamClosed(
@@ -540,7 +541,7 @@ class WsFrameStream(FrameStream):
         for a close this side must start, or None when more data is needed."""
         for ev in self._ws.events():
             if isinstance(ev, (BytesMessage, TextMessage)):
-                if self._closed:
+                if self._closing:
                     continue
                 if isinstance(ev, TextMessage):
                     self._parts.clear()
@@ -586,7 +587,7 @@ class WsFrameStream(FrameStream):
                 self._record_close(ev.code, reason)
                 if state is ConnectionState.CLOSED and not self._ctrl:
                     self._close_done.set()
-                if self._closed:
+                if self._closing:
                     exc = self._local_closed()
                 else:
                     exc = StreamClosed("the peer closed the WebSocket", code=ev.code, reason=reason)
@@ -599,7 +600,7 @@ class WsFrameStream(FrameStream):
             data = await self.stream.receive_some(_CHUNK)
         except _LOST as exc:
             self._close_done.set()
-            if self._closed:
+            if self._closing:
                 raise self._local_closed() from None
             self._record_close(1006, f"connection lost: {exc!r}")
             self._read_exc = StreamClosed("connection lost", code=1006, reason=f"{exc!r}")
@@ -620,9 +621,10 @@ class WsFrameStream(FrameStream):
 
     async def receive_frame(self) -> bytes:
         """Return the next frame (see :meth:`FrameStream.receive_frame`). A text message
-        closes the stream with 1003 and raises :class:`StreamClosed` (``code=1003``); a
-        message over ``hard_frame`` closes it with 1009 and raises a fatal
-        :class:`FrameTooLarge`."""
+        sends a Close with 1003 and raises :class:`StreamClosed` (``code=1003``); a message
+        over ``hard_frame`` sends a Close with 1009 and raises a fatal
+        :class:`FrameTooLarge`. Either way the stream can no longer send or receive, and
+        :meth:`aclose` completes the closing handshake. Pings are answered here."""
         self._begin_receive()
         try:
             while True:
@@ -632,14 +634,16 @@ class WsFrameStream(FrameStream):
                 if isinstance(got, (FrameTooLarge, EmptyFrame)):
                     raise got
                 if isinstance(got, tuple):
+                    # Start the closing handshake; the owner's aclose() completes it.
                     code, reason = got
                     if code not in (1003, 1009):
                         self._parser_dead = True  # wsproto gave up on the peer's bytes
-                    self._receiving = False  # aclose() reads the closing handshake itself
-                    await self.aclose(code, reason)
+                    with trio.move_on_after(self.close_timeout):
+                        await self._send_close(code, reason)
+                    self._read_exc = StreamClosed(reason, code=code, reason=reason)
                     if code == 1009:
                         raise FrameTooLarge(None, self.hard_frame, fatal=True)
-                    raise StreamClosed(reason, code=code, reason=reason)
+                    raise self._read_exc
                 await self._flush_ctrl()
                 if got is not None:
                     raise got
@@ -648,28 +652,34 @@ class WsFrameStream(FrameStream):
             self._receiving = False
 
     # closing
+    async def _send_close(self, code: int, reason: str) -> None:
+        """Send our Close frame (or the reply to the peer's), once; no waiting for the
+        peer. Safe to call again."""
+        self._closing = True
+        self._parts.clear()
+        if code in _BAD_CLOSE_CODES or not 1000 <= code <= 4999:
+            code = 1000
+        try:
+            async with self._send_lock:
+                if self._ws.state is ConnectionState.OPEN:
+                    self._record_close(code, reason)
+                    self._ctrl += self._ws.send(CloseConnection(code=code, reason=reason or None))
+                if self._ctrl:
+                    await self._send_locked(self._take_ctrl())
+        except StreamClosed:
+            self._close_done.set()
+
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        """Close with a WebSocket closing handshake: send Close(``code``, ``reason``) and
-        wait (up to ``close_timeout``) for the peer's Close, then close the socket.
-        Idempotent."""
+        """Close with a WebSocket closing handshake: send Close(``code``, ``reason``) (unless
+        a Close went out already), wait up to ``close_timeout`` for the peer's Close, then
+        close the socket. Idempotent."""
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        if code in _BAD_CLOSE_CODES or not 1000 <= code <= 4999:
-            code = 1000
-        self._parts.clear()
         try:
             with trio.move_on_after(self.close_timeout):
-                async with self._send_lock:
-                    state = self._ws.state
-                    if state is ConnectionState.OPEN:
-                        self._record_close(code, reason)
-                        self._ctrl += self._ws.send(
-                            CloseConnection(code=code, reason=reason or None)
-                        )
-                    if self._ctrl:
-                        await self._send_locked(self._take_ctrl())
+                await self._send_close(code, reason)
                 if self._parser_dead:
                     pass  # the peer's Close could not be parsed anyway
                 elif self._receiving:
@@ -689,7 +699,7 @@ class WsFrameStream(FrameStream):
 
     async def abort(self) -> None:
         """Drop the TCP connection without a closing handshake (the peer sees 1006)."""
-        self._closed = True
+        self._closed = self._closing = True
         self._record_close(1006, "aborted")
         self._close_done.set()
         await _drop(self.stream)
