@@ -170,6 +170,7 @@ class _Session:
         self.results: OrderedDict[int, int] = OrderedDict()
         self.outbound: deque[Any] = deque()
         self.wake = trio.Event()
+        self.drained = trio.Event()
         self.dirty = False
         self.last_delta = -math.inf
         self.stats = SessionStats()
@@ -213,7 +214,12 @@ class _Session:
 
     def info(self) -> SessionInfo:
         return SessionInfo(
-            self.sid, self.client_id, self.peer, self.seq, self.ack, self.stream is not None,
+            self.sid,
+            self.client_id,
+            self.peer,
+            self.seq,
+            self.ack,
+            self.stream is not None,
             self.grant,
         )
 
@@ -341,12 +347,15 @@ class Server:
         if cs.cancelled_caught:
             for sess, token, _ev, _box in waits:
                 sess.payload_waits.pop(token, None)
-            raise DeliveryError(f"payload {name!r}: no ack within {timeout}s", machine_id=self.rpc.id)
+            raise DeliveryError(
+                f"payload {name!r}: no ack within {timeout}s", machine_id=self.rpc.id
+            )
         for _sess, _token, _ev, box in waits:
             ok, code = box[0]
             if not ok:
                 raise DeliveryError(
-                    f"payload {name!r} refused by the client", code=code or ErrorCode.PAYLOAD,
+                    f"payload {name!r} refused by the client",
+                    code=code or ErrorCode.PAYLOAD,
                     machine_id=self.rpc.id,
                 )
         return len(waits)
@@ -395,7 +404,13 @@ class Server:
                 sess.muts_log.clear()
                 continue
             if entry is None:
-                entry = (int(mut.type), list(mut._called), list(m._ticks), m.queue_tick, m.machine_tick)
+                entry = (
+                    int(mut.type),
+                    list(mut._called),
+                    list(m._ticks),
+                    m.queue_tick,
+                    m.machine_tick,
+                )
             back = {si: j for j, si in enumerate(sess.src_idx)}
             called = [back[i] for i in entry[1] if i in back]
             sess.muts_log.append((entry[0], called, entry[2], entry[3], entry[4]))
@@ -407,14 +422,20 @@ class Server:
         tx = src.transition
         tx_id = tx.id if tx is not None else ""
         targets: list[_Session]
-        if dest is None and tx is not None and tx.mutation.source is not None and tx.mutation.source.session_id:
+        if (
+            dest is None
+            and tx is not None
+            and tx.mutation.source is not None
+            and tx.mutation.source.session_id
+        ):
             sid = tx.mutation.source.session_id
             targets = [s for s in self._sessions.values() if s.sid == sid and not s.ended]
         elif dest is None:
             targets = [s for s in self._sessions.values() if not s.ended and s.grant.payloads]
         else:
             targets = [
-                s for s in self._sessions.values()
+                s
+                for s in self._sessions.values()
                 if not s.ended and s.client_id == dest and s.grant.payloads
             ]
         out = []
@@ -528,8 +549,14 @@ class Server:
             self._peer_error(None, ErrorCode.VERSION, f"proto {proto!r}")
             await stream.send_frame(
                 _codec.encode(
-                    [Kind.ERROR, None, ErrorCode.VERSION, f"unsupported protocol {proto!r}", True,
-                     {"supported": [PROTO]}]
+                    [
+                        Kind.ERROR,
+                        None,
+                        ErrorCode.VERSION,
+                        f"unsupported protocol {proto!r}",
+                        True,
+                        {"supported": [PROTO]},
+                    ]
                 )
             )
             await stream.aclose(1002, "unsupported protocol")
@@ -717,6 +744,10 @@ class Server:
     async def _reader(self, sess: _Session, stream: FrameStream) -> None:
         lim = self.limits
         while True:
+            while len(sess.outbound) >= lim.inflight:
+                # backpressure (B10): answers pile up unread, so stop reading requests
+                sess.drained = trio.Event()
+                await sess.drained.wait()
             try:
                 data = await stream.receive_frame()
             except FrameTooLarge as exc:
@@ -751,7 +782,12 @@ class Server:
             except (_Closing, StreamClosed, trio.Cancelled):
                 raise
             except RpcError as exc:
-                self._error(sess, frame.fields[0] if frame.fields else None, exc.code or ErrorCode.INTERNAL, str(exc))
+                self._error(
+                    sess,
+                    frame.fields[0] if frame.fields else None,
+                    exc.code or ErrorCode.INTERNAL,
+                    str(exc),
+                )
             except Exception as exc:
                 _log.exception("aRPC server %s: frame %r failed", self.rpc.id, frame)
                 req = frame.fields[0] if frame.fields and isinstance(frame.fields[0], int) else None
@@ -804,9 +840,7 @@ class Server:
 
     def _take_req(self, sess: _Session, req: int) -> None:
         if req <= sess.last_req:
-            raise FrameError(
-                ErrorCode.REQ_ORDER, f"request id {req} after {sess.last_req}", req
-            )
+            raise FrameError(ErrorCode.REQ_ORDER, f"request id {req} after {sess.last_req}", req)
         sess.last_req = req
 
     async def _mutate(self, sess: _Session, f: list[Any]) -> None:
@@ -921,6 +955,8 @@ class Server:
             if out:
                 item = out.popleft()
                 stats.outbound_frames = len(out)
+                if len(out) < self.limits.inflight // 2:
+                    sess.drained.set()
                 kind = item[0]
                 if kind == Kind.RESULT and item[1] is None:
                     d = view.delta(src._ticks, src.queue_tick, src.machine_tick)
@@ -965,7 +1001,9 @@ class Server:
                             sess.seq += 1
                             sess.last_delta = now
                             stats.clock_frames += 1
-                            await self._send(sess, stream, [Kind.MUTATIONS, sess.seq, sess.ack, entries])
+                            await self._send(
+                                sess, stream, [Kind.MUTATIONS, sess.seq, sess.ack, entries]
+                            )
                         continue
                     d = view.delta(src._ticks, src.queue_tick, src.machine_tick)
                     if d is not None:
