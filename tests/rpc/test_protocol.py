@@ -38,7 +38,9 @@ _scalars = st.one_of(
 )
 _values = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 _kinds = st.sampled_from([int(k) for k in Kind] + [0, 11, 13, 99, 112, -1])
@@ -167,7 +169,9 @@ def test_mirror_follows_view(steps: list[Any], shallow: bool, untracked: set[int
     _assert_equal(mirror, src, qt, tracked, shallow)
 
 
-def _assert_equal(mirror: Mirror, src: list[int], qt: int, tracked: list[int], shallow: bool) -> None:
+def _assert_equal(
+    mirror: Mirror, src: list[int], qt: int, tracked: list[int], shallow: bool
+) -> None:
     assert mirror.qt == qt
     for i, t in enumerate(mirror.ticks):
         if i not in tracked:

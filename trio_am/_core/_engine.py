@@ -62,8 +62,14 @@ _EXECUTED: Final = Result.EXECUTED
 _TOGGLE: Final = -1
 # mutate(): op names and wire op codes (arpc.md B4: 0 add, 1 remove, 2 set, 3 toggle)
 _OPS: Final[dict[str, int]] = {
-    "add": ADD, "remove": REMOVE, "set": SET, "toggle": _TOGGLE,
-    "0": ADD, "1": REMOVE, "2": SET, "3": _TOGGLE,
+    "add": ADD,
+    "remove": REMOVE,
+    "set": SET,
+    "toggle": _TOGGLE,
+    "0": ADD,
+    "1": REMOVE,
+    "2": SET,
+    "3": _TOGGLE,
 }
 _CANCELED: Final = Result.CANCELED
 _COMPILED_CACHE: dict[tuple[Any, ...], Compiled] = {}

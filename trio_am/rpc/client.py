@@ -53,6 +53,10 @@ from .transport import EmptyFrame, FrameStream, FrameTooLarge, StreamClosed, con
 __all__ = ["Backoff", "Client", "attach", "connect"]
 
 _log: Final = logging.getLogger("trio_am.rpc")
+#: A peer is dead after ``3 * heartbeat * _DEAD_MARGIN`` seconds of silence (B9): a
+#: little less than 3 heartbeats, so that a cut is reported within 3 heartbeats even
+#: when the last frame arrived just before it (timer and scheduling jitter).
+_DEAD_MARGIN: Final = 0.95
 
 
 @attrs.frozen
@@ -176,6 +180,7 @@ class Client:
         self._last_sent = 0.0
         self._last_recv = 0.0
         self._closed = False
+        self._linked = False  # the current connection got through the handshake
         self._nonce = 0
         self.frames_in = 0
         self.frames_out = 0
@@ -190,6 +195,7 @@ class Client:
 
     async def sync(self) -> None:
         """Ask for a full snapshot and wait until it is applied."""
+        self._check_alive()
         req = self._new_req()
         ev = trio.Event()
         self._sync_waiters[req] = ev
@@ -202,7 +208,9 @@ class Client:
 
         Raises:
             UnsupportedError: unknown getter. AuthError: not granted.
+            ConnectionLostError: the client is closed or gave up reconnecting.
         """
+        self._check_alive()
         req = self._new_req()
         frame: list[Any] = [Kind.GET, req, name] + ([params] if params is not None else [])
         r = _Req(req, frame, False, False)
@@ -240,7 +248,16 @@ class Client:
             frame.pop()
         return frame, _codec.encode(frame)
 
+    def _check_alive(self) -> None:
+        """Raise at once once the client is closed or gave up reconnecting (a request
+        would otherwise wait for ``call_timeout`` with no link to go on)."""
+        if self._closed or self.rpc.is1("ReconnectFailed"):
+            raise ConnectionLostError(
+                "the client is closed or gave up reconnecting", machine_id=self.rpc.id
+            )
+
     def _enqueue(self, frame: list[Any], no_result: bool, plain: bool) -> _Req:
+        self._check_alive()
         if len(self._pending) >= self.max_pending:
             raise NotConnectedError(
                 f"{len(self._pending)} requests wait already (max_pending)", machine_id=self.rpc.id
@@ -262,7 +279,7 @@ class Client:
         frame, _ = self._build(op, called, args, flags, src)
         try:
             self._enqueue(frame, bool(flags & FLAG_NO_RESULT), True)
-        except NotConnectedError as exc:
+        except ConnectionLostError as exc:
             self.rpc.add1("ErrDelivery", {"err": exc})
             return Result.CANCELED
         return Result.QUEUED
@@ -308,21 +325,25 @@ class Client:
         try:
             while not self._closed:
                 if lost_at is not None:
-                    if trio.current_time() - lost_at > self.backoff.max_elapsed:
+                    # like Go's backoff: no attempt starts after max_elapsed
+                    delay = self.backoff.delay(attempt)
+                    if trio.current_time() + delay - lost_at > self.backoff.max_elapsed:
                         break
                     rpc.add1("Reconnecting")
-                    await trio.sleep(self.backoff.delay(attempt))
+                    await trio.sleep(delay)
                     attempt += 1
+                self._linked = False
                 try:
                     await self._connect_once()
-                    lost_at = trio.current_time()
-                    attempt = 0
+                    raise _Lost("the connection ended")  # pragma: no cover
                 except _Lost as lost:
                     _log.debug("aRPC client %s: %s", self.id, lost)
                     if not lost.retry:
                         break
-                    if lost_at is None:
+                    if lost_at is None or self._linked:
+                        # a new loss: the schedule starts again from `initial`
                         lost_at = trio.current_time()
+                        attempt = 0
                     if self._fixed_stream is not None:
                         break
             if not self._closed:
@@ -360,6 +381,7 @@ class Client:
             self._stream = stream
             rpc.remove([*CLIENT_ERRORS, "Exception"])
             rpc.add1("HandshakeDone")
+            self._linked = True
             self._resend()
             await self._run_connection(stream)
         finally:
@@ -447,7 +469,9 @@ class Client:
                 for r in self._pending.values():
                     r.sent = False
             else:
-                self._fail_all(OutcomeUnknownError, "the server restarted (new epoch)", only_sent=True)
+                self._fail_all(
+                    OutcomeUnknownError, "the server restarted (new epoch)", only_sent=True
+                )
             # ids begin at 1 again: renumber what was never sent
             unsent = [r for r in self._pending.values() if not r.sent]
             self._pending.clear()
@@ -464,7 +488,11 @@ class Client:
         mach.remote_id = w.get("id")
         schema = w.get("schema")
         try:
-            mach._install(names, schema if isinstance(schema, dict) else None, schema is None and self._want_schema)
+            mach._install(
+                names,
+                schema if isinstance(schema, dict) else None,
+                schema is None and self._want_schema,
+            )
         except Exception as exc:
             self.rpc.add1("ErrRpc", {"err": exc})
             raise _Lost(f"bad schema: {exc}", retry=False) from None
@@ -521,7 +549,13 @@ class Client:
                 nonlocal lost
                 try:
                     await fn(stream)
-                except (_Lost, StreamClosed, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+                except (
+                    _Lost,
+                    StreamClosed,
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                    trio.TooSlowError,
+                ) as exc:
                     lost = exc
                 nursery.cancel_scope.cancel()
 
@@ -557,9 +591,10 @@ class Client:
         server_hb = (self.welcome or {}).get("limits", {}).get("hb")
         if isinstance(server_hb, (int, float)) and server_hb > 0:
             hb = min(hb, float(server_hb))
+        dead = 3 * hb * _DEAD_MARGIN
         while True:
             now = trio.current_time()
-            if now - self._last_recv >= 3 * hb:
+            if now - self._last_recv >= dead:
                 self.rpc.add1(
                     "ErrNetworkTimeout",
                     {"err": ProtocolError(f"no frame from the server for {3 * hb:.3g}s")},
@@ -570,7 +605,7 @@ class Client:
                 self._outbound.append(_codec.encode([Kind.PING, self._nonce]))
                 self._wake.set()
                 self._last_sent = now
-            nxt = min(self._last_recv + 3 * hb, self._last_sent + hb)
+            nxt = min(self._last_recv + dead, self._last_sent + hb)
             await trio.sleep(max(nxt - trio.current_time(), 0.001))
 
     def _count_in(self, data: bytes) -> None:
@@ -591,7 +626,10 @@ class Client:
             self._count_in(data)
             try:
                 obj = _codec.decode(
-                    data, limits=self.limits, args_types=self.args_types, strict_args=self.strict_args
+                    data,
+                    limits=self.limits,
+                    args_types=self.args_types,
+                    strict_args=self.strict_args,
                 )
                 frame = parse_server_frame(obj)
             except (_codec.DecodeError, FrameError) as exc:
@@ -720,7 +758,9 @@ class Client:
         self._tracked = sum(
             1 << i for i, n in enumerate(names) if (allow is None or n in allow) and n not in skip
         )
-        self._mirror.reset(time, int(data.get("qt") or 0), int(data.get("mt") or 0), int(data.get("seq") or 0))
+        self._mirror.reset(
+            time, int(data.get("qt") or 0), int(data.get("mt") or 0), int(data.get("seq") or 0)
+        )
         self._resyncing = False
         self._apply_mirror()
 

@@ -236,6 +236,4 @@ def error_from_frame(
         name = ErrorCode(code).name
     except ValueError:
         name = str(code)
-    return cls(
-        f"{name}: {message}", code=code, detail=detail, fatal=fatal, machine_id=machine_id
-    )
+    return cls(f"{name}: {message}", code=code, detail=detail, fatal=fatal, machine_id=machine_id)

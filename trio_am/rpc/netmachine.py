@@ -93,7 +93,11 @@ class NetMachine(Machine):
         self._active = sum(1 << i for i, t in enumerate(self._ticks) if t & 1)
         self._active_list = [i for i in range(new.n) if (self._active >> i) & 1]
         if self._ctxs:
-            self._ctxs = {new.index[old.names[i]]: c for i, c in self._ctxs.items() if old.names[i] in new.index}
+            self._ctxs = {
+                new.index[old.names[i]]: c
+                for i, c in self._ctxs.items()
+                if old.names[i] in new.index
+            }
         self._c = new
         self._requires = [0] * new.n
         for i, n in enumerate(order):
@@ -211,11 +215,15 @@ class NetMachine(Machine):
             return RemoteResult(Result(2, res), res)
         return RemoteResult(Result(res))
 
-    async def add_remote(self, states: StatesArg, args: Any = None, *, event: Event | None = None) -> Result:
+    async def add_remote(
+        self, states: StatesArg, args: Any = None, *, event: Event | None = None
+    ) -> Result:
         """``add`` on the server; returns its ``Result``."""
         return (await self.mutate_remote(Op.ADD, states, args, event=event)).result
 
-    async def add1_remote(self, state: str, args: Any = None, *, event: Event | None = None) -> Result:
+    async def add1_remote(
+        self, state: str, args: Any = None, *, event: Event | None = None
+    ) -> Result:
         """``add1`` on the server; returns its ``Result``."""
         return (await self.mutate_remote(Op.ADD, [state], args, event=event)).result
 
@@ -231,7 +239,9 @@ class NetMachine(Machine):
         """``remove1`` on the server; returns its ``Result``."""
         return (await self.mutate_remote(Op.REMOVE, [state], args, event=event)).result
 
-    async def set_remote(self, states: StatesArg, args: Any = None, *, event: Event | None = None) -> Result:
+    async def set_remote(
+        self, states: StatesArg, args: Any = None, *, event: Event | None = None
+    ) -> Result:
         """``set`` on the server; returns its ``Result``."""
         return (await self.mutate_remote(Op.SET, states, args, event=event)).result
 

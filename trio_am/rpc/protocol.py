@@ -160,6 +160,10 @@ def _opt_map(v: object) -> bool:
     return v is None or isinstance(v, dict)
 
 
+def _op(v: object) -> bool:
+    return type(v) is int and 0 <= v <= 3
+
+
 def _opt_uint(v: object) -> bool:
     return v is None or _uint(v)
 
@@ -204,7 +208,7 @@ def _res(v: object) -> bool:
 
 _SPECS: Final[dict[int, tuple[int, tuple[Any, ...]]]] = {
     # kind: (required fields, checkers for all fields)
-    Kind.MUTATE: (3, (_uint, _uint, _idx_list, _opt_map, _opt_uint, _src)),
+    Kind.MUTATE: (3, (_uint, _op, _idx_list, _opt_map, _opt_uint, _src)),
     Kind.SYNC: (1, (_uint,)),
     Kind.GET: (2, (_uint, _str, _opt_map)),
     Kind.PAYLOAD_ACK: (2, (_uint, _bool, _opt_uint)),
@@ -388,9 +392,7 @@ class Mirror:
         return True
 
 
-def wire_schema(
-    schema: Mapping[str, Any], names: Sequence[str]
-) -> dict[str, dict[str, Any]]:
+def wire_schema(schema: Mapping[str, Any], names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The schema as sent in WELCOME: only ``names``, relations to hidden states dropped,
     empty fields left out."""
     visible = set(names)

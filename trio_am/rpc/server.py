@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import attrs
+import msgpack
 import trio
 
 from .._core._engine import Engine
@@ -44,6 +45,7 @@ from .errors import (
     PayloadTooLargeError,
     RpcError,
 )
+from .netmachine import NetMachine
 from .protocol import (
     FLAG_ERROR,
     FLAG_NO_RESULT,
@@ -57,7 +59,6 @@ from .protocol import (
     schema_hash,
     wire_schema,
 )
-from .netmachine import NetMachine
 from .states import SERVER_SCHEMA
 from .transport import EmptyFrame, FrameStream, FrameTooLarge, StreamClosed, serve_streams
 
@@ -129,6 +130,37 @@ class SessionStats:
     connections: int = 0
 
 
+def _request_of(data: bytes, code: int) -> tuple[int, int | None]:
+    """For a frame that failed to decode: the code to answer with and the request id.
+
+    Only for a request (``[kind, req, ...]``) that is whole, valid msgpack, refused by
+    the checks after unpacking (nesting depth, map keys, typed args): the caller's
+    request then fails instead of waiting. Too deep a MUTATE is ``BAD_ARGS`` (only its
+    args can nest). Anything else names no request."""
+    kind = _codec.frame_kind(data)
+    if kind not in (Kind.MUTATE, Kind.GET, Kind.SYNC):
+        return code, None
+    try:
+        unpacker = msgpack.Unpacker(max_buffer_size=len(data))
+        unpacker.feed(data)
+        n = unpacker.read_array_header()
+        if n < 2:
+            return code, None
+        unpacker.skip()
+        req = unpacker.unpack()
+        for _ in range(n - 2):
+            unpacker.skip()
+        if unpacker.tell() != len(data):
+            return code, None
+    except Exception:
+        return code, None
+    if type(req) is not int or not 0 < req < 2**53:
+        return code, None
+    if kind == Kind.MUTATE and code == ErrorCode.MALFORMED:
+        code = ErrorCode.BAD_ARGS
+    return code, req
+
+
 class _Closing(Exception):
     """End the connection (after the ERROR frame, if any, was written)."""
 
@@ -171,6 +203,7 @@ class _Session:
         self.outbound: deque[Any] = deque()
         self.wake = trio.Event()
         self.drained = trio.Event()
+        self.send_cost = 0.0
         self.dirty = False
         self.last_delta = -math.inf
         self.stats = SessionStats()
@@ -530,6 +563,7 @@ class Server:
             try:
                 data = await stream.receive_frame()
             except (FrameTooLarge, EmptyFrame) as exc:
+                self._peer_error(None, ErrorCode.HANDSHAKE, f"bad first frame: {exc}")
                 raise _Closing(ErrorCode.HANDSHAKE, f"bad first frame: {exc}", 1002)
         if cs.cancelled_caught:
             self._peer_error(None, ErrorCode.HANDSHAKE, "no HELLO in time")
@@ -563,13 +597,16 @@ class Server:
             return None
         cid = hello.get("id")
         if not isinstance(cid, str) or not ID_RE.fullmatch(cid):
+            self._peer_error(None, ErrorCode.HANDSHAKE, "bad HELLO id")
             raise _Closing(ErrorCode.HANDSHAKE, "HELLO id must match [A-Za-z0-9._-]{1,128}", 1002)
         token = hello.get("token")
         if token is not None and not isinstance(token, str):
+            self._peer_error(None, ErrorCode.HANDSHAKE, "bad HELLO token")
             raise _Closing(ErrorCode.HANDSHAKE, "HELLO token must be a string", 1002)
         for key in ("allow", "skip"):
             v = hello.get(key)
             if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+                self._peer_error(None, ErrorCode.HANDSHAKE, f"bad HELLO {key}")
                 raise _Closing(ErrorCode.HANDSHAKE, f"HELLO {key} must be a list of names", 1002)
         grant: Grant | None = FULL_GRANT
         if self._auth is not None:
@@ -733,7 +770,9 @@ class Server:
 
     async def _watchdog(self, sess: _Session) -> None:
         assert self.heartbeat
-        limit = 3 * self.heartbeat
+        # a little less than 3 heartbeats: a cut is reported within 3 heartbeats even
+        # when the last frame arrived just before it (timer and scheduling jitter)
+        limit = 3 * self.heartbeat * 0.95
         while True:
             left = sess.last_recv + limit - trio.current_time()
             if left <= 0:
@@ -769,8 +808,13 @@ class Server:
                 )
                 frame = parse_client_frame(obj)
             except _codec.DecodeError as exc:
-                req = None
-                self._error(sess, req, exc.code, str(exc))
+                code, req = _request_of(data, exc.code)
+                if req is not None and req > sess.last_req:
+                    # a request refused as a whole: it is handled (acked), like a
+                    # MUTATE refused after decoding, so the caller gets its answer
+                    sess.last_req = sess.ack = req
+                    self._cache(sess, req, 1)
+                self._error(sess, req, code, str(exc))
                 continue
             except FrameError as exc:
                 self._error(sess, exc.req, exc.code, str(exc))
@@ -835,8 +879,9 @@ class Server:
             raise _Closing(0, "bye", 1000)
         elif kind == Kind.ERROR:
             _log.info("aRPC server %s: client %s sent ERROR %s", self.rpc.id, sess.client_id, f)
-        elif kind == Kind.HELLO:
-            raise FrameError(ErrorCode.HANDSHAKE, "HELLO repeated")
+        elif kind == Kind.HELLO:  # B11: a repeated HELLO is fatal (1002)
+            self._peer_error(sess, ErrorCode.HANDSHAKE, "HELLO repeated")
+            raise _Closing(ErrorCode.HANDSHAKE, "HELLO repeated", 1002)
 
     def _take_req(self, sess: _Session, req: int) -> None:
         if req <= sess.last_req:
@@ -979,7 +1024,9 @@ class Server:
                 continue
             if sess.dirty and sess.push_interval is not None:
                 now = trio.current_time()
-                due = sess.last_delta + sess.push_interval
+                # a reader slower than the pushes gets fewer, merged deltas: the wait
+                # also grows with the time the last push took to write
+                due = sess.last_delta + max(sess.push_interval, 8 * sess.send_cost)
                 if now >= due:
                     sess.dirty = False
                     if sess.muts and sess.muts_overflow:
@@ -1010,7 +1057,11 @@ class Server:
                         sess.seq += 1
                         sess.last_delta = now
                         stats.clock_frames += 1
+                        t0 = trio.current_time()
                         await self._send(sess, stream, [Kind.CLOCK, sess.seq, sess.ack, d])
+                        # decays by half per push, so one quick write does not forget
+                        # a slow link
+                        sess.send_cost = max(trio.current_time() - t0, sess.send_cost / 2)
                     continue
                 with trio.move_on_after(due - now):
                     await self._wait(sess)
@@ -1046,9 +1097,8 @@ class Server:
         await self._send(sess, stream, frame)
 
     async def _wait(self, sess: _Session) -> None:
-        if sess.outbound or (sess.dirty and sess.push_interval is not None):
-            if sess.outbound:
-                return
+        if sess.outbound:
+            return
         sess.wake = trio.Event()
         if sess.outbound:
             return
@@ -1081,6 +1131,9 @@ class Server:
                 self.urls.append(bound)
             self.rpc.add1("Listening")
             task_status.started()
+            # stay open with no URLs too (serve_stream): session expiry and payload
+            # tasks are started here
+            await trio.sleep_forever()
 
     async def _shutdown(self) -> None:
         self._closing = True

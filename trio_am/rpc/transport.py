@@ -352,6 +352,9 @@ class TcpFrameStream(FrameStream):
                 raise self._local_closed()
             if self._send_dead is not None:
                 raise StreamClosed(self._send_dead)
+            # a cancel before the first byte leaves the stream usable (no yield from
+            # here to send_all's own first check)
+            await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 await self.stream.send_all(wire)
             except _LOST as exc:
@@ -517,6 +520,7 @@ class WsFrameStream(FrameStream):
                 raise StreamClosed(
                     "the peer closed the WebSocket", code=self.close_code, reason=self.close_reason
                 )
+            await trio.lowlevel.checkpoint_if_cancelled()  # nothing sent yet: stays usable
             wire = self._take_ctrl() + self._ws.send(BytesMessage(data=data))
             await self._send_locked(wire)
         self.bytes_out += len(data)

@@ -1,0 +1,1 @@
+"""Helpers that tests run outside the pytest process (subprocess servers)."""
