@@ -695,8 +695,17 @@ class Server:
             "grant": sess.grant.to_wire(sess.names),
         }
         data = _codec.encode([Kind.WELCOME, welcome])
-        with trio.fail_after(self.write_timeout):
-            await stream.send_frame(data)
+        # before WELCOME goes out: a client that is Ready finds HasClients already active
+        self.rpc.add1("ClientConnected", {"client": sess.client_id, "sid": sess.sid})
+        self.rpc.add1("HasClients")
+        try:
+            with trio.fail_after(self.write_timeout):
+                await stream.send_frame(data)
+        except BaseException:
+            sess.stream = None
+            sess.expires = trio.current_time() + self.session_ttl
+            self._disconnected(sess)
+            raise
         sess.stats.frames_out += 1
         sess.stats.bytes_out += len(data)
         sess.last_delta = trio.current_time()
@@ -707,8 +716,6 @@ class Server:
                     if isinstance(req, int) and 0 < req <= sess.ack:
                         res = sess.results.get(req, -1)
                         sess.outbound.append([Kind.RESULT, None, None, None, req, res])
-        self.rpc.add1("ClientConnected", {"client": sess.client_id, "sid": sess.sid})
-        self.rpc.add1("HasClients")
 
     async def _run_session(self, sess: _Session, stream: FrameStream) -> None:
         sess.conn_done = done = trio.Event()
