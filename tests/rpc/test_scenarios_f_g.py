@@ -624,10 +624,12 @@ class MemNet:
     only through ``pump``) to ``server.serve_stream``. With :attr:`down` a dial fails
     at once, like a refused TCP connection.
 
-    Why not a closed TCP port: with ``autojump_threshold=0`` the clock jumps while a
-    task waits on real socket I/O, so the dial timeout (and the heartbeats) would fire
-    at arbitrary virtual times. Over memory every step runs on the virtual clock, so the
-    attempt times are exact.
+    Why memory: "after the loss" needs a server that was up. Over real sockets, with
+    ``autojump_threshold=0``, the clock jumps whenever every task waits on socket I/O,
+    so handshake, heartbeat and dial timeouts would fire at arbitrary virtual times.
+    Over memory every step runs on the virtual clock and the attempt times are exact.
+    (A closed TCP port alone works on Linux, where a refused loopback connect fails
+    inside ``connect()``: see ``test_45_backoff_schedule_closed_tcp_port``.)
     """
 
     def __init__(self, server: rpc.Server, nursery: trio.Nursery) -> None:
@@ -690,8 +692,7 @@ async def test_45_backoff_schedule(
         assert offsets == pytest.approx([0.25, 0.75, 1.75, 2.75, 3.75], abs=1e-3)
         assert c.rpc.is1("Reconnecting") and c.rpc.is1("ErrNetwork")
         assert not c.rpc.is1("Ready")
-        # the server comes back: the session is resumed (within session_ttl? no: 3.75 s
-        # is past the 2 s ttl, so a new session of the same epoch)
+        # the server comes back after 3.75 s, past the 2 s session_ttl: a new session
         memnet.down = False
         with trio.fail_after(2):
             await c.rpc.when1("Ready")
