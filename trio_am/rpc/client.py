@@ -280,7 +280,7 @@ class Client:
         try:
             self._enqueue(frame, bool(flags & FLAG_NO_RESULT), True)
         except ConnectionLostError as exc:
-            self.rpc.add1("ErrDelivery", {"err": exc})
+            self.rpc.add_err_state("ErrDelivery", exc)
             return Result.CANCELED
         return Result.QUEUED
 
@@ -301,7 +301,7 @@ class Client:
         r.exc = exc
         r.done.set()
         if exc is not None and r.plain:
-            self.rpc.add1("ErrDelivery", {"err": exc})
+            self.rpc.add_err_state("ErrDelivery", exc)
 
     def _fail_all(self, exc_type: type[RpcError], why: str, only_sent: bool = False) -> None:
         for r in list(self._pending.values()):
@@ -367,11 +367,11 @@ class Client:
                     timeout=self.connect_timeout,
                 )
             except (OSError, trio.TooSlowError, StreamClosed) as exc:
-                rpc.add1("ErrNetwork", {"err": exc})
+                rpc.add_err_state("ErrNetwork", exc)
                 rpc.add1("Disconnected")
                 raise _Lost(f"dial failed: {exc}") from None
             except Exception as exc:
-                rpc.add1("ErrNetwork", {"err": exc})
+                rpc.add_err_state("ErrNetwork", exc)
                 rpc.add1("Disconnected")
                 raise _Lost(f"dial failed: {exc}") from None
         try:
@@ -422,30 +422,30 @@ class Client:
             with trio.fail_after(self.handshake_timeout):
                 data = await stream.receive_frame()
         except trio.TooSlowError:
-            self.rpc.add1("ErrNetworkTimeout", {"err": ProtocolError("no WELCOME in time")})
+            self.rpc.add_err_state("ErrNetworkTimeout", ProtocolError("no WELCOME in time"))
             raise _Lost("handshake timeout") from None
         except (StreamClosed, FrameTooLarge, EmptyFrame, OSError) as exc:
-            self.rpc.add1("ErrNetwork", {"err": exc})
+            self.rpc.add_err_state("ErrNetwork", exc)
             raise _Lost(f"handshake: {exc}") from None
         self._count_in(data)
         try:
             frame = parse_server_frame(_codec.decode(data, limits=self.limits))
         except (_codec.DecodeError, FrameError) as exc:
-            self.rpc.add1("ErrRpc", {"err": ProtocolError(str(exc))})
+            self.rpc.add_err_state("ErrRpc", ProtocolError(str(exc)))
             raise _Lost(f"bad WELCOME: {exc}") from None
         if frame.kind == Kind.ERROR:
             _req, code, msg, fatal, detail = frame.fields
             err = error_from_frame(code, msg, fatal=fatal, detail=detail, machine_id=self.rpc.id)
             if code == ErrorCode.AUTH:
-                self.rpc.add1("ErrAuth", {"err": err})
+                self.rpc.add_err_state("ErrAuth", err)
                 raise _Lost(str(err), retry=False)
             if code == ErrorCode.VERSION:
-                self.rpc.add1("ErrRpc", {"err": err})
+                self.rpc.add_err_state("ErrRpc", err)
                 raise _Lost(str(err), retry=False)
-            self.rpc.add1("ErrRpc", {"err": err})
+            self.rpc.add_err_state("ErrRpc", err)
             raise _Lost(str(err))
         if frame.kind != Kind.WELCOME or frame.data is None:
-            self.rpc.add1("ErrRpc", {"err": ProtocolError(f"expected WELCOME, got {frame}")})
+            self.rpc.add_err_state("ErrRpc", ProtocolError(f"expected WELCOME, got {frame}"))
             raise _Lost("no WELCOME")
         self._apply_welcome(frame.data)
 
@@ -459,7 +459,7 @@ class Client:
             and len(time) == len(names)
             and all(isinstance(t, int) and t >= 0 for t in time)
         ):
-            self.rpc.add1("ErrRpc", {"err": ProtocolError("malformed WELCOME")})
+            self.rpc.add_err_state("ErrRpc", ProtocolError("malformed WELCOME"))
             raise _Lost("malformed WELCOME")
         new_epoch = self.epoch is not None and (
             w.get("epoch") != self.epoch or not w.get("resumed")
@@ -494,7 +494,7 @@ class Client:
                 schema is None and self._want_schema,
             )
         except Exception as exc:
-            self.rpc.add1("ErrRpc", {"err": exc})
+            self.rpc.add_err_state("ErrRpc", exc)
             raise _Lost(f"bad schema: {exc}", retry=False) from None
         allow = self._allow
         skip = set(self._skip or ())
@@ -634,7 +634,7 @@ class Client:
                 frame = parse_server_frame(obj)
             except (_codec.DecodeError, FrameError) as exc:
                 _log.warning("aRPC client %s: bad frame from the server: %s", self.id, exc)
-                self.rpc.add1("ErrRpc", {"err": ProtocolError(str(exc))})
+                self.rpc.add_err_state("ErrRpc", ProtocolError(str(exc)))
                 continue
             self._handle(frame)
 
@@ -662,7 +662,7 @@ class Client:
         elif kind == Kind.SNAPSHOT:
             seq, ack, time, qt, mt, req = f
             if len(time) != len(self._mirror.ticks):
-                self.rpc.add1("ErrRpc", {"err": ProtocolError("SNAPSHOT of a wrong size")})
+                self.rpc.add_err_state("ErrRpc", ProtocolError("SNAPSHOT of a wrong size"))
                 return
             self._mirror.reset(time, qt, mt, seq)
             self._resyncing = False
@@ -721,12 +721,12 @@ class Client:
                     return
             if fatal:
                 if code == ErrorCode.AUTH:
-                    self.rpc.add1("ErrAuth", {"err": err})
+                    self.rpc.add_err_state("ErrAuth", err)
                     raise _Lost(str(err), retry=False)
                 if code == ErrorCode.TIMEOUT:
-                    self.rpc.add1("ErrNetworkTimeout", {"err": err})
+                    self.rpc.add_err_state("ErrNetworkTimeout", err)
                 else:
-                    self.rpc.add1("ErrRpc", {"err": err})
+                    self.rpc.add_err_state("ErrRpc", err)
                 raise _Lost(str(err), retry=code != ErrorCode.SOURCE_GONE)
             _log.warning("aRPC client %s: server error %s", self.id, err)
         elif kind == Kind.BYE:
@@ -742,13 +742,13 @@ class Client:
             and all(isinstance(n, str) for n in names)
             and all(isinstance(t, int) and t >= 0 for t in time)
         ):
-            self.rpc.add1("ErrRpc", {"err": ProtocolError("malformed SCHEMA")})
+            self.rpc.add_err_state("ErrRpc", ProtocolError("malformed SCHEMA"))
             return
         schema = data.get("schema") if self._want_schema else None
         try:
             self.mach._install(names, schema if isinstance(schema, dict) else None, False)
         except Exception as exc:
-            self.rpc.add1("ErrRpc", {"err": exc})
+            self.rpc.add_err_state("ErrRpc", exc)
             return
         if self.welcome is not None:
             self.welcome["names"] = names
@@ -794,7 +794,7 @@ class Client:
             except Exception as exc:
                 _log.warning("aRPC client %s: consumer refused a payload: %s", self.id, exc)
         if not ok:
-            self.rpc.add1("ErrDelivery", {"err": RpcError(f"payload {name!r} not consumed")})
+            self.rpc.add_err_state("ErrDelivery", RpcError(f"payload {name!r} not consumed"))
         ack: list[Any] = [Kind.PAYLOAD_ACK, token, ok] + ([] if ok else [int(ErrorCode.PAYLOAD)])
         self._outbound.append(_codec.encode(ack))
         self._wake.set()

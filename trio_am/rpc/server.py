@@ -518,7 +518,7 @@ class Server:
         if wait[1] and wait[1][0][0]:
             self.rpc.add1("PayloadDelivered", {"token": token, "client": sess.client_id})
         else:
-            self.rpc.add1("ErrDelivery", {"err": DeliveryError(f"payload {token} not delivered")})
+            self.rpc.add_err_state("ErrDelivery", DeliveryError(f"payload {token} not delivered"))
 
     def _peer_error(self, sess: _Session | None, code: int, msg: str) -> None:
         self.rpc.add1(
