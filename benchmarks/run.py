@@ -27,6 +27,7 @@ if str(HERE.parent) not in sys.path:  # a source checkout without an installed t
     sys.path.append(str(HERE.parent))
 
 import bench_core  # noqa: E402
+import bench_rpc  # noqa: E402
 import peers  # noqa: E402
 import timing  # noqa: E402
 
@@ -35,6 +36,9 @@ LIBS = (TRIO_AM, peers.TRANSITIONS, peers.STATEMACHINE)
 LABELS = {TRIO_AM: "trio_am", **peers.PEER_LABELS}
 GOAL_TOGGLE_RATIO = 3.0
 GOAL_TOGGLE_RATE = 250_000
+GOAL_F3_BYTES = 55  # arpc.md F3: bytes per iteration
+GOAL_F3_P50_US = 150
+GO_F3_US, GO_F3_BYTES = 249, 115  # Go v0.7.0, 10,000 iterations
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,23 @@ class Config:
     repeats: int
     mem_count: int
     rounds: int
+    rpc_rounds: int
+    push_s: float
+    f3_n: int
 
 
-FULL = Config(target_s=0.25, repeats=5, mem_count=10_000, rounds=5_000)
-QUICK = Config(target_s=0.03, repeats=3, mem_count=500, rounds=300)
+FULL = Config(
+    target_s=0.25,
+    repeats=5,
+    mem_count=10_000,
+    rounds=5_000,
+    rpc_rounds=5_000,
+    push_s=2.0,
+    f3_n=10_000,
+)
+QUICK = Config(
+    target_s=0.03, repeats=3, mem_count=500, rounds=300, rpc_rounds=500, push_s=0.3, f3_n=500
+)
 
 
 @dataclass
@@ -259,12 +276,133 @@ def case_when(cfg: Config) -> list[Row]:
     return [row]
 
 
+def case_rpc_roundtrip(cfg: Config) -> list[Row]:
+    log("6. aRPC round trip")
+    rows = []
+    for key, scheme in (("6", "tcp"), ("6b", "ws")):
+        cell = attempt(
+            TRIO_AM,
+            lambda s=scheme: bench_rpc.roundtrip(cfg.rpc_rounds, s),
+            lambda r: f"{r.p50_us:.0f} / {r.p99_us:.0f} (mean {r.mean_us:.0f})",
+        )
+        rows.append(
+            Row(
+                key,
+                f"aRPC remote mutation round trip, loopback {scheme.upper()}",
+                "us, p50 / p99 (mean)",
+                {TRIO_AM: cell},
+                f"{cfg.rpc_rounds:,} awaited add1_remote/remove1_remote('Foo'), alternating; "
+                "server and client in one process",
+            )
+        )
+    return rows
+
+
+def case_rpc_push(cfg: Config) -> list[Row]:
+    log("7. aRPC clock pushes")
+    rows = []
+    keys = iter("abcdef")
+    for clients in (1, 10, 100):
+        for interval in (0.0, 0.005):
+            cell = attempt(
+                TRIO_AM,
+                lambda c=clients, i=interval: bench_rpc.push_rate(c, i, cfg.push_s),
+                lambda r: f"{fmt_int(r.deltas_per_s)} (frames {fmt_int(r.frames_per_s)})",
+            )
+            note = "push_interval=" + (
+                "0 (every change)" if interval == 0 else f"{interval} (the default)"
+            )
+            raw = cell.raw if isinstance(cell.raw, dict) and "toggles_per_s" in cell.raw else None
+            if raw is not None:
+                note += (
+                    f"; source {fmt_int(raw['toggles_per_s'])} toggles/s; "
+                    f"{fmt_int(raw['changes_per_s'])} state changes/s seen "
+                    f"({raw['coverage']:.0%}); "
+                    + ("all caught up" if raw["caught_up"] else "NOT caught up in 5 s")
+                )
+            rows.append(
+                Row(
+                    f"7{next(keys)}",
+                    f"aRPC clock pushes to {clients} client{'s' if clients > 1 else ''} (TCP)",
+                    "deltas/s summed over clients (frames/s)",
+                    {TRIO_AM: cell},
+                    note,
+                )
+            )
+    return rows
+
+
+def fmt_f3(r: Any) -> str:
+    text = f"{r.us_per_iter:.0f} us; p50 {r.p50_us:.0f} / p99 {r.p99_us:.0f}"
+    if r.bytes_per_iter is not None:
+        text += f"; {r.bytes_per_iter:.1f} B, {r.frames_per_iter:.2f} frames"
+    return text
+
+
+def f3_note(cell: Cell, proxied: bool) -> str:
+    raw = cell.raw
+    if not isinstance(raw, dict) or "successes" not in raw:
+        return f"goal <={GOAL_F3_BYTES} B/iteration and p50 <={GOAL_F3_P50_US} us"
+    parts = [f"{raw['errors']} errors, {raw['successes']:,} successes"]
+    if proxied:
+        hs, loop = raw["handshake"], raw["loop"]
+        per_kind = ", ".join(
+            f"{k} {v / raw['n']:.2f}"
+            for k, v in sorted({**loop["frames_up"], **loop["frames_down"]}.items())
+        )
+        parts.append(
+            f"handshake {hs['bytes_up'] + hs['bytes_down']:,} B apart; frames/iteration: {per_kind}"
+        )
+        parts.append(
+            f"goal <={GOAL_F3_BYTES} B/iteration: {verdict(raw['bytes_per_iter'] <= GOAL_F3_BYTES)}"
+        )
+    parts.append(f"goal p50 <={GOAL_F3_P50_US} us: {verdict(raw['p50_us'] <= GOAL_F3_P50_US)}")
+    parts.append(f"Go: {GO_F3_US} us/op, ~{GO_F3_BYTES} B/op")
+    return "; ".join(parts)
+
+
+def case_rpc_f3(cfg: Config) -> list[Row]:
+    log(f"8. aRPC F3 benchmark_grpc ({cfg.f3_n:,} iterations)")
+    n = cfg.f3_n
+    rows = []
+    for key, proxied, label in (
+        ("8", True, "TCP through FaultyProxy (bytes counted)"),
+        ("8b", False, "TCP direct"),
+    ):
+        cell = attempt(TRIO_AM, lambda p=proxied: bench_rpc.f3(n, proxied=p), fmt_f3)
+        rows.append(
+            Row(
+                key,
+                f"aRPC F3 subscribe-get-process, {label}",
+                "us/iteration; p50 / p99; bytes and frames per iteration",
+                {TRIO_AM: cell},
+                f"{n:,} iterations; " + f3_note(cell, proxied),
+            )
+        )
+    local = attempt(
+        TRIO_AM, lambda: bench_rpc.f3_local(max(n, 20_000)), lambda r: f"{r.us_per_iter:.1f} us"
+    )
+    rows.append(
+        Row(
+            "8c",
+            "F3 loop on the worker machine itself (no aRPC)",
+            "us/iteration",
+            {TRIO_AM: local},
+            "5 transitions per iteration, 4 of them queued by handlers; Go: 0.43 us",
+        )
+    )
+    return rows
+
+
 CASES: dict[str, Callable[[Config], list[Row]]] = {
     "1": case_toggle,
     "2": case_relations,
     "3": case_memory,
     "4": case_fork,
     "5": case_when,
+    "6": case_rpc_roundtrip,
+    "7": case_rpc_push,
+    "8": case_rpc_f3,
 }
 
 

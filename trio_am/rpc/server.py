@@ -1033,7 +1033,9 @@ class Server:
                 now = trio.current_time()
                 # a reader slower than the pushes gets fewer, merged deltas: the wait
                 # also grows with the time the last push took to write
-                due = sess.last_delta + max(sess.push_interval, 8 * sess.send_cost)
+                # (a write that took under 1 ms is only other tasks' turn, not a slow link)
+                cost = sess.send_cost
+                due = sess.last_delta + max(sess.push_interval, 8 * cost if cost > 0.001 else 0.0)
                 if now >= due:
                     sess.dirty = False
                     if sess.muts and sess.muts_overflow:
