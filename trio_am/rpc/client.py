@@ -576,14 +576,22 @@ class Client:
 
     async def _writer(self, stream: FrameStream) -> None:
         out = self._outbound
-        while True:
-            while out:
-                await self._write(stream, out[0])
-                out.popleft()
-            self._wake = trio.Event()
-            if out:
-                continue
-            await self._wake.wait()
+        with trio.CancelScope() as scope:  # the write timeout, moved per send
+            while True:
+                while out:
+                    data = out[0]
+                    scope.deadline = trio.current_time() + 10.0
+                    await stream.send_frame(data)
+                    scope.deadline = math.inf
+                    self._last_sent = trio.current_time()
+                    self.frames_out += 1
+                    self.bytes_out += len(data)
+                    out.popleft()
+                self._wake = trio.Event()
+                if out:
+                    continue
+                await self._wake.wait()
+        raise trio.TooSlowError("a send took over 10s")
 
     async def _heartbeat(self, stream: FrameStream) -> None:
         assert self.heartbeat
@@ -855,4 +863,3 @@ async def attach(stream: FrameStream, *, id: str, **kwargs: Any) -> AsyncIterato
         yield client
 
 
-_ = math

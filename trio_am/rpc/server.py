@@ -204,6 +204,7 @@ class _Session:
         self.wake = trio.Event()
         self.drained = trio.Event()
         self.send_cost = 0.0
+        self.write_scope: trio.CancelScope | None = None
         self.dirty = False
         self.last_delta = -math.inf
         self.stats = SessionStats()
@@ -995,6 +996,18 @@ class Server:
 
     # -------------------------------------------------------------- writing
     async def _writer(self, sess: _Session, stream: FrameStream) -> None:
+        # one scope for the session's write timeout: each send moves its deadline (a
+        # fresh fail_after per frame costs more than the rest of a small send)
+        with trio.CancelScope() as scope:
+            sess.write_scope = scope
+            try:
+                await self._writer_loop(sess, stream)
+            finally:
+                sess.write_scope = None
+        if scope.cancelled_caught:
+            raise trio.TooSlowError(f"a send took over {self.write_timeout}s")
+
+    async def _writer_loop(self, sess: _Session, stream: FrameStream) -> None:
         src = self.source
         view = sess.view
         out = sess.outbound
@@ -1115,8 +1128,14 @@ class Server:
 
     async def _send(self, sess: _Session, stream: FrameStream, frame: list[Any]) -> None:
         data = _codec.encode(frame)
-        with trio.fail_after(self.write_timeout):
+        scope = sess.write_scope
+        if scope is None:
+            with trio.fail_after(self.write_timeout):
+                await stream.send_frame(data)
+        else:
+            scope.deadline = trio.current_time() + self.write_timeout
             await stream.send_frame(data)
+            scope.deadline = math.inf
         sess.stats.frames_out += 1
         sess.stats.bytes_out += len(data)
 
