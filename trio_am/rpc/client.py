@@ -861,5 +861,3 @@ async def attach(stream: FrameStream, *, id: str, **kwargs: Any) -> AsyncIterato
     the process becomes the client of the machine on the other end."""
     async with connect("stream://", id=id, stream=stream, **kwargs) as client:
         yield client
-
-
