@@ -269,7 +269,6 @@ class MachineHarness(abc.ABC):
         """Same as :meth:`open`."""
         return self.open(schema, id=id, handlers=handlers)
 
-    @abc.abstractmethod
     def open(
         self,
         schema: SchemaLike = API_SCHEMA,
@@ -279,6 +278,13 @@ class MachineHarness(abc.ABC):
     ) -> AbstractAsyncContextManager[tuple[Machine, Driver]]:
         """Build a machine of ``schema`` (id ``id``, with ``handlers`` bound to the
         source: negotiation handlers are allowed there) and yield ``(view, driver)``."""
+        return self._open(schema, id, handlers)
+
+    @abc.abstractmethod
+    def _open(
+        self, schema: SchemaLike, id: str, handlers: object | None
+    ) -> AbstractAsyncContextManager[tuple[Machine, Driver]]:
+        """The harness's own ``open``."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -295,15 +301,6 @@ class LocalHarness(MachineHarness):
     ) -> AsyncIterator[tuple[Machine, Driver]]:
         async with open_machine(schema, id=id, handlers=handlers) as mach:
             yield mach, LocalDriver(mach, mach, timeout=self.timeout)
-
-    def open(
-        self,
-        schema: SchemaLike = API_SCHEMA,
-        *,
-        id: str = "api",
-        handlers: object | None = None,
-    ) -> AbstractAsyncContextManager[tuple[Machine, Driver]]:
-        return self._open(schema, id, handlers)
 
 
 class NetHarness(MachineHarness):
@@ -364,15 +361,6 @@ class NetHarness(MachineHarness):
                 ):
                     await self._ready(client)
                     yield client.mach, NetDriver(client.mach, src, client, timeout=self.timeout)
-
-    def open(
-        self,
-        schema: SchemaLike = API_SCHEMA,
-        *,
-        id: str = "api",
-        handlers: object | None = None,
-    ) -> AbstractAsyncContextManager[tuple[Machine, Driver]]:
-        return self._open(schema, id, handlers)
 
 
 def make_harness(name: str, *, timeout: float = 5.0, **kwargs: Any) -> MachineHarness:

@@ -450,17 +450,11 @@ class Client:
         self._apply_welcome(frame.data)
 
     def _apply_welcome(self, w: dict[str, Any]) -> None:
-        names = w.get("names")
-        time = w.get("time")
-        if not (
-            isinstance(names, list)
-            and all(isinstance(n, str) for n in names)
-            and isinstance(time, list)
-            and len(time) == len(names)
-            and all(isinstance(t, int) and t >= 0 for t in time)
-        ):
+        checked = _names_and_time(w.get("names"), w.get("time"))
+        if checked is None:
             self.rpc.add_err_state("ErrRpc", ProtocolError("malformed WELCOME"))
             raise _Lost("malformed WELCOME")
+        names, time = checked
         new_epoch = self.epoch is not None and (
             w.get("epoch") != self.epoch or not w.get("resumed")
         )
@@ -496,13 +490,7 @@ class Client:
         except Exception as exc:
             self.rpc.add_err_state("ErrRpc", exc)
             raise _Lost(f"bad schema: {exc}", retry=False) from None
-        allow = self._allow
-        skip = set(self._skip or ())
-        tracked = 0
-        for i, n in enumerate(names):
-            if (allow is None or n in allow) and n not in skip:
-                tracked |= 1 << i
-        self._tracked = tracked
+        self._tracked = self._tracked_mask(names)
         qt, mt, seq = int(w.get("qt") or 0), int(w.get("mt") or 0), int(w.get("seq") or 0)
         ack = int(w.get("ack") or 0)
         self._mirror.reset(time, qt, mt, seq)
@@ -515,6 +503,14 @@ class Client:
                     sub._resolve(QueueResetError("the source restarted", machine_id=mach.id))
         self._apply_mirror()
         self._set_ack(ack)
+
+    def _tracked_mask(self, names: list[str]) -> int:
+        """The bitmask of the states this client syncs (``allow`` minus ``skip``)."""
+        allow = self._allow
+        skip = set(self._skip or ())
+        return sum(
+            1 << i for i, n in enumerate(names) if (allow is None or n in allow) and n not in skip
+        )
 
     def _apply_mirror(self) -> None:
         m = self._mirror
@@ -742,16 +738,11 @@ class Client:
 
     def _schema(self, data: dict[str, Any]) -> None:
         """States were added to the source: take the new names, schema and clock."""
-        names, time = data.get("names"), data.get("time")
-        if not (
-            isinstance(names, list)
-            and isinstance(time, list)
-            and len(names) == len(time)
-            and all(isinstance(n, str) for n in names)
-            and all(isinstance(t, int) and t >= 0 for t in time)
-        ):
+        checked = _names_and_time(data.get("names"), data.get("time"))
+        if checked is None:
             self.rpc.add_err_state("ErrRpc", ProtocolError("malformed SCHEMA"))
             return
+        names, time = checked
         schema = data.get("schema") if self._want_schema else None
         try:
             self.mach._install(names, schema if isinstance(schema, dict) else None, False)
@@ -761,11 +752,7 @@ class Client:
         if self.welcome is not None:
             self.welcome["names"] = names
             self.welcome["hash"] = data.get("hash")
-        allow = self._allow
-        skip = set(self._skip or ())
-        self._tracked = sum(
-            1 << i for i, n in enumerate(names) if (allow is None or n in allow) and n not in skip
-        )
+        self._tracked = self._tracked_mask(names)
         self._mirror.reset(
             time, int(data.get("qt") or 0), int(data.get("mt") or 0), int(data.get("seq") or 0)
         )
@@ -819,6 +806,20 @@ class Client:
                     pass
                 await stream.aclose(1000, "bye")
         self._fail_all(ConnectionLostError, "the client was closed")
+
+
+def _names_and_time(names: object, time: object) -> tuple[list[str], list[int]] | None:
+    """``(names, time)`` for a list of state names and a list of as many non-negative
+    ticks, else None."""
+    if (
+        isinstance(names, list)
+        and isinstance(time, list)
+        and len(names) == len(time)
+        and all(isinstance(n, str) for n in names)
+        and all(isinstance(t, int) and t >= 0 for t in time)
+    ):
+        return names, time
+    return None
 
 
 @asynccontextmanager

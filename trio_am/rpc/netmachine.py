@@ -179,25 +179,25 @@ class NetMachine(Machine):
 
     def add_err(self, err: Any, args: Any = None, *, event: Event | None = None) -> Result:
         """Report ``err`` to the server: adds ``Exception`` (and ``ErrOnClient``) there."""
-        if err is None or self._is_cancellation(err):
-            return Result.CANCELED
-        self._record_err(err)
-        a = dict(args or {})
-        a["err"] = err
-        i = self._c.exception
-        return self._client._send(Op.ADD, (i,) if i >= 0 else (), a, FLAG_ERROR, self._src(event))
+        return self._send_err((), err, args, event)
 
     def add_err_state(
         self, state: str, err: Any, args: Any = None, *, event: Event | None = None
     ) -> Result:
         """Like :meth:`add_err`, adding ``state`` too."""
+        return self._send_err((self._idx(state),), err, args, event)
+
+    def _send_err(
+        self, called: tuple[int, ...], err: Any, args: Any, event: Event | None
+    ) -> Result:
         if err is None or self._is_cancellation(err):
             return Result.CANCELED
         self._record_err(err)
         a = dict(args or {})
         a["err"] = err
-        called = (self._idx(state), self._c.exception)
-        return self._client._send(Op.ADD, called, a, FLAG_ERROR, self._src(event))
+        return self._client._send(
+            Op.ADD, (*called, self._c.exception), a, FLAG_ERROR, self._src(event)
+        )
 
     async def mutate_remote(
         self, op: Any, states: StatesArg, args: Any = None, *, event: Event | None = None
