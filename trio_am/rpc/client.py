@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import ssl
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -136,6 +137,7 @@ class Client:
         strict_args: bool = True,
         limits: _codec.Limits | None = None,
         stream: FrameStream | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         from ..args import args_key
 
@@ -160,6 +162,7 @@ class Client:
         self.strict_args = strict_args
         self.limits = limits or _codec.Limits()
         self._fixed_stream = stream
+        self.ssl_context = ssl_context
         self.rpc = Machine(CLIENT_SCHEMA, id=f"rc-{id}", tags=("rpc-client",))
         self.mach = NetMachine(self, f"rnm-{id}", parent=self.rpc)
         self.sid: str | None = None
@@ -365,6 +368,7 @@ class Client:
                     max_frame=self.limits.frame,
                     hard_frame=self.limits.hard_frame,
                     timeout=self.connect_timeout,
+                    ssl_context=self.ssl_context,
                 )
             except (OSError, trio.TooSlowError, StreamClosed) as exc:
                 rpc.add_err_state("ErrNetwork", exc)
@@ -841,6 +845,8 @@ async def connect(url: str, *, id: str, **kwargs: Any) -> AsyncIterator[Client]:
         resend_on_new_epoch: resend sent requests after a server restart instead of
             failing them with ``OutcomeUnknownError``.
         args_types: typed-args classes that may arrive in payloads.
+        ssl_context: the client TLS context for ``wss://`` (default: the system's) and
+            for TLS over ``tcp://`` (only with a context).
 
     Yields:
         The :class:`Client`; ``client.mach`` is the :class:`NetMachine`.

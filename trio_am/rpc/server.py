@@ -15,6 +15,7 @@ import functools
 import logging
 import math
 import secrets
+import ssl
 from collections import OrderedDict, deque
 from collections.abc import (
     AsyncIterator,
@@ -325,6 +326,7 @@ class Server:
         self._stop_change: Callable[[], None] | None = None
         self._closing = False
         self._gone = False
+        self.ssl_context: ssl.SSLContext | None = None
 
     # -------------------------------------------------------------- public API
     @property
@@ -1154,6 +1156,7 @@ class Server:
                         self._handle,
                         max_frame=self.limits.frame,
                         hard_frame=self.limits.hard_frame,
+                        ssl_context=None if url.startswith("ws://") else self.ssl_context,
                     )
                 )
                 self.urls.append(bound)
@@ -1196,6 +1199,7 @@ async def serve(
     args_types: Iterable[type[Any]] = (),
     strict_args: bool = True,
     id: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     **limit_kwargs: int,
 ) -> AsyncIterator[Server]:
     """Serve ``mach`` over aRPC at each URL (``ws://host:port`` or ``tcp://host:port``;
@@ -1213,6 +1217,8 @@ async def serve(
         args_types: typed-args classes that may arrive (others: ``BAD_ARGS``).
         strict_args: with False, unknown typed args arrive as ``RawArgs``.
         id: the server machine's id suffix (default: the source's id).
+        ssl_context: a server-side TLS context, used by ``wss://`` URLs (which need
+            one) and by ``tcp://`` URLs (TLS on); ``ws://`` URLs stay plain.
 
     Yields:
         The :class:`Server`, listening.
@@ -1234,6 +1240,7 @@ async def serve(
         strict_args=strict_args,
         id=id,
     )
+    server.ssl_context = ssl_context
     stop = mach.on_change(server._on_change)
 
     def on_dispose(_id: str) -> None:
