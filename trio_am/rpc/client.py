@@ -54,6 +54,7 @@ from .transport import EmptyFrame, FrameStream, FrameTooLarge, StreamClosed, con
 __all__ = ["Backoff", "Client", "attach", "connect"]
 
 _log: Final = logging.getLogger("trio_am.rpc")
+_WRITE_TIMEOUT: Final = 10.0  # a send blocked longer drops the connection (B9)
 #: A peer is dead after ``3 * heartbeat * _DEAD_MARGIN`` seconds of silence (B9): a
 #: little less than 3 heartbeats, so that a cut is reported within 3 heartbeats even
 #: when the last frame arrived just before it (timer and scheduling jitter).
@@ -567,31 +568,33 @@ class Client:
             raise lost
         raise _Lost(f"connection lost: {lost!r}")
 
-    async def _write(self, stream: FrameStream, data: bytes) -> None:
-        with trio.fail_after(10.0):
+    async def _write(
+        self, stream: FrameStream, data: bytes, scope: trio.CancelScope | None = None
+    ) -> None:
+        """Send one frame within the write timeout: a ``fail_after`` of its own, or a
+        deadline moved on the writer's long-lived ``scope`` (cheaper per frame)."""
+        if scope is None:
+            with trio.fail_after(_WRITE_TIMEOUT):
+                await stream.send_frame(data)
+        else:
+            scope.deadline = trio.current_time() + _WRITE_TIMEOUT
             await stream.send_frame(data)
+            scope.deadline = math.inf
         self._last_sent = trio.current_time()
         self.frames_out += 1
         self.bytes_out += len(data)
 
     async def _writer(self, stream: FrameStream) -> None:
         out = self._outbound
-        with trio.CancelScope() as scope:  # the write timeout, moved per send
+        with trio.CancelScope() as scope:
             while True:
                 while out:
-                    data = out[0]
-                    scope.deadline = trio.current_time() + 10.0
-                    await stream.send_frame(data)
-                    scope.deadline = math.inf
-                    self._last_sent = trio.current_time()
-                    self.frames_out += 1
-                    self.bytes_out += len(data)
+                    await self._write(stream, out[0], scope)
                     out.popleft()
                 self._wake = trio.Event()
-                if out:
-                    continue
-                await self._wake.wait()
-        raise trio.TooSlowError("a send took over 10s")
+                if not out:
+                    await self._wake.wait()
+        raise trio.TooSlowError(f"a send took over {_WRITE_TIMEOUT}s")
 
     async def _heartbeat(self, stream: FrameStream) -> None:
         assert self.heartbeat

@@ -258,12 +258,8 @@ class _Session:
             self.grant,
         )
 
-    def kick(self) -> None:
-        self.wake.set()
-
     def push(self, frame: Any) -> None:
         self.outbound.append(frame)
-        self.stats.outbound_frames = len(self.outbound)
         lim = self.server.limits
         if len(self.outbound) > lim.outbound_frames:
             raise _Closing(ErrorCode.OVERLOAD, "outbound queue full", 1013)
@@ -324,7 +320,6 @@ class Server:
         self._nursery: trio.Nursery | None = None
         self._token = 0
         self._stop_change: Callable[[], None] | None = None
-        self._closing = False
         self._gone = False
         self.ssl_context: ssl.SSLContext | None = None
 
@@ -665,8 +660,7 @@ class Server:
         resume: Mapping[str, Any] | None,
     ) -> None:
         src = self.source
-        ticks = src._ticks
-        time = sess.view.snapshot(ticks, src.queue_tick, src.machine_tick)
+        time = self._snapshot(sess.view)
         sess.seq += 1
         wire = wire_schema(src.schema, sess.names)
         h = schema_hash(wire, sess.names)
@@ -1021,12 +1015,11 @@ class Server:
                 await self._schema_changed(sess, stream)
             if out:
                 item = out.popleft()
-                stats.outbound_frames = len(out)
                 if len(out) < self.limits.inflight // 2:
                     sess.drained.set()
                 kind = item[0]
                 if kind == Kind.RESULT and item[1] is None:
-                    d = view.delta(src._ticks, src.queue_tick, src.machine_tick)
+                    d = self._delta(view)
                     if d is not None:
                         sess.seq += 1
                         sess.last_delta = trio.current_time()
@@ -1037,7 +1030,7 @@ class Server:
                     sess.seq += 1
                     item[1] = sess.seq
                     item[2] = sess.ack
-                    item[3] = view.snapshot(src._ticks, src.queue_tick, src.machine_tick)
+                    item[3] = self._snapshot(view)
                     item[4] = view.qt
                     item[5] = view.mt
                     sess.last_delta = trio.current_time()
@@ -1065,7 +1058,7 @@ class Server:
                             d = view.delta(ticks, qt, mt)
                             if d is not None:
                                 entries.append([mtype, called, d])
-                        d = view.delta(src._ticks, src.queue_tick, src.machine_tick)
+                        d = self._delta(view)
                         if d is not None:
                             entries.append([0, [], d])
                         if entries:
@@ -1076,7 +1069,7 @@ class Server:
                                 sess, stream, [Kind.MUTATIONS, sess.seq, sess.ack, entries]
                             )
                         continue
-                    d = view.delta(src._ticks, src.queue_tick, src.machine_tick)
+                    d = self._delta(view)
                     if d is not None:
                         sess.seq += 1
                         sess.last_delta = now
@@ -1101,11 +1094,10 @@ class Server:
             raise _Closing(ErrorCode.SOURCE_GONE, "the source's states were reordered", 1011)
         if len(sess.names) == before:
             return
-        src = self.source
-        time = sess.view.snapshot(src._ticks, src.queue_tick, src.machine_tick)
+        time = self._snapshot(sess.view)
         sess.seq += 1
         sess.dirty = False
-        wire = wire_schema(src.schema, sess.names)
+        wire = wire_schema(self.source.schema, sess.names)
         frame = [
             Kind.SCHEMA,
             {
@@ -1120,13 +1112,18 @@ class Server:
         ]
         await self._send(sess, stream, frame)
 
+    def _delta(self, view: ClockView) -> list[Any] | None:
+        src = self.source
+        return view.delta(src._ticks, src.queue_tick, src.machine_tick)
+
+    def _snapshot(self, view: ClockView) -> list[int]:
+        src = self.source
+        return view.snapshot(src._ticks, src.queue_tick, src.machine_tick)
+
     async def _wait(self, sess: _Session) -> None:
-        if sess.outbound:
-            return
-        sess.wake = trio.Event()
-        if sess.outbound:
-            return
-        await sess.wake.wait()
+        if not sess.outbound:
+            sess.wake = trio.Event()
+            await sess.wake.wait()
 
     async def _send(self, sess: _Session, stream: FrameStream, frame: list[Any]) -> None:
         data = _codec.encode(frame)
@@ -1167,7 +1164,6 @@ class Server:
             await trio.sleep_forever()
 
     async def _shutdown(self) -> None:
-        self._closing = True
         for sess in list(self._sessions.values()):
             stream = sess.stream
             if stream is not None and not stream.closed:
