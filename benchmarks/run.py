@@ -28,6 +28,7 @@ if str(HERE.parent) not in sys.path:  # a source checkout without an installed t
 
 import bench_core  # noqa: E402
 import bench_rpc  # noqa: E402
+import bench_telemetry  # noqa: E402
 import peers  # noqa: E402
 import timing  # noqa: E402
 
@@ -39,6 +40,7 @@ GOAL_TOGGLE_RATE = 250_000
 GOAL_F3_BYTES = 55  # arpc.md F3: bytes per iteration
 GOAL_F3_P50_US = 150
 GO_F3_US, GO_F3_BYTES = 249, 115  # Go v0.7.0, 10,000 iterations
+GOAL_REPORTER_SLOWDOWN = 0.30  # issue 4: at most 30% slower with the debugger reporter
 
 
 @dataclass(frozen=True)
@@ -394,6 +396,57 @@ def case_rpc_f3(cfg: Config) -> list[Row]:
     return rows
 
 
+def _overhead_rows(key: str, what: str, figures: dict[str, Any], goal: float | None) -> list[Row]:
+    rows = []
+    labels = {"toggle": "toggle 1 state", "cycle20": "20-state cycle"}
+    for i, (kind, fig) in enumerate(figures.items()):
+        bare, bound = fig["bare"], fig["bound"]
+        slow = fig["slowdown"]
+        text = (
+            f"{fmt_int(bound['best'])} vs {fmt_int(bare['best'])} bare "
+            f"({slow * 100:.0f}% slower)"
+        )
+        note = ""
+        if goal is not None:
+            note = f"goal <= {goal * 100:.0f}% slower: {verdict(slow <= goal)}"
+        rep = fig.get("reporter") or {}
+        if rep:
+            note += f"; sent {rep.get('sent', '?')}, dropped {rep.get('dropped', '?')}"
+        rows.append(
+            Row(
+                f"{key}{'' if i == 0 else chr(ord('a') + i)}",
+                f"{what}, {labels.get(kind, kind)}",
+                "transitions/s (with / bare)",
+                {TRIO_AM: Cell(text, fig), peers.TRANSITIONS: NA, peers.STATEMACHINE: NA},
+                note.lstrip("; "),
+            )
+        )
+    return rows
+
+
+def case_reporter(cfg: Config) -> list[Row]:
+    log("9. debugger reporter overhead")
+    kw = {"target_s": cfg.target_s, "repeats": cfg.repeats}
+    try:
+        figures = bench_telemetry.reporter_overhead(**kw)
+    except Exception as exc:
+        traceback.print_exc()
+        return [Row("9", "debugger reporter overhead", "", {TRIO_AM: Cell(f"failed: {exc}")})]
+    return _overhead_rows("9", "debugger reporter (live headless trio-am-dbg)", figures,
+                          GOAL_REPORTER_SLOWDOWN)
+
+
+def case_otel(cfg: Config) -> list[Row]:
+    log("10. OpenTelemetry tracer overhead")
+    kw = {"target_s": cfg.target_s, "repeats": cfg.repeats}
+    try:
+        figures = bench_telemetry.otel_overhead(**kw)
+    except Exception as exc:
+        traceback.print_exc()
+        return [Row("10", "OTel tracer overhead", "", {TRIO_AM: Cell(f"failed: {exc}")})]
+    return _overhead_rows("10", "OTel tracer (transitions=True, batch exporter)", figures, None)
+
+
 CASES: dict[str, Callable[[Config], list[Row]]] = {
     "1": case_toggle,
     "2": case_relations,
@@ -403,6 +456,8 @@ CASES: dict[str, Callable[[Config], list[Row]]] = {
     "6": case_rpc_roundtrip,
     "7": case_rpc_push,
     "8": case_rpc_f3,
+    "9": case_reporter,
+    "10": case_otel,
 }
 
 

@@ -821,6 +821,9 @@ class Engine:
             self._pre_log.append((level, text))
             if len(self._pre_log) > 1000:
                 del self._pre_log[:500]
+        tr = self._tr
+        if tr is not None and tr.has("machine_log"):
+            self._trace("machine_log", self, level, text)
         if self._log_sink is not None:
             self._log_sink(level, text, self)
         else:

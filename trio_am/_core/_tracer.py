@@ -32,6 +32,7 @@ HOOKS: Final = (
     "transition_end",
     "handler_start",
     "handler_end",
+    "machine_log",
 )
 
 
@@ -82,6 +83,9 @@ class TracerBase:
 
     def handler_end(self, tx: Transition, binding_id: str, name: str) -> None:
         """A handler returned (or raised)."""
+
+    def machine_log(self, mach: Engine, level: int, text: str) -> None:
+        """The machine emitted a log line (any sink, ``set_logger`` or stdlib logging)."""
 
 
 class TracerTables:
