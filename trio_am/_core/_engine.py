@@ -122,6 +122,7 @@ class Engine:
         "_dispose_pending",
         "_disposed",
         "_disposing",
+        "_closing",
         "_err",
         "_groups",
         "_handler_timeout",
@@ -197,6 +198,8 @@ class Engine:
         self._err: Any = None
         self._disposed = False
         self._disposing = False
+        # True from the start of dispose(), before its own transitions (removing Start)
+        self._closing = False
         self._dispose_pending = False
         self._on_dispose: list[Callable[[str], Any]] | None = None
         self._on_error: list[Callable[[Engine, Any], Any]] | None = None
@@ -1448,6 +1451,7 @@ class Engine:
         if self._busy:
             self._dispose_pending = True
             return
+        self._closing = True
         start = self._c.index.get("Start")
         if start is not None and (self._active >> start) & 1:
             self.remove1("Start")
