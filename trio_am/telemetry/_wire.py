@@ -119,7 +119,7 @@ class Decoder:
         self._buf = bytearray()
         self._error: WireError | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer received bytes."""
         if self._error is None:
             self._buf += data
