@@ -113,6 +113,11 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the debugger; returns the exit code."""
     ap = build_parser()
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             trio.run(run_headless, listen, args.record)
         except AddressInUseError as exc:
-            _say(f"address in use: {exc.host}:{exc.port}")
+            _err(f"address in use: {exc.host}:{exc.port}")
             return 1
         return 0
     model = Model(
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             replay(args.import_data, model, warn=False)
         except (OSError, RecordingError) as exc:
-            _say(f"cannot import {args.import_data}: {exc}")
+            _err(f"cannot import {args.import_data}: {exc}")
             return 1
     if args.url:
         model.open_url(args.url)
@@ -158,12 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = trio.run(_run, model, listen, args)
     except AddressInUseError as exc:
-        _say(f"address in use: {exc.host}:{exc.port}")
+        _err(f"address in use: {exc.host}:{exc.port}")
         return 1
     from .headless import summary_lines
 
-    for line in summary_lines(model):
-        _say(line)
+    # one write, after a blank line: the terminal may still be leaving urwid's screen
+    _say("\n" + "\n".join(summary_lines(model)))
     return code
 
 

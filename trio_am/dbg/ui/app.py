@@ -628,9 +628,13 @@ async def run_ui(
             if server is not None:
                 await nursery.start(server.run)
 
+            def stop(*_: Any) -> None:
+                raise urwid.ExitMainLoop()
+
             async def on_signal() -> None:
                 async for _ in sigs:
-                    nursery.cancel_scope.cancel()
+                    # leave through urwid, so the terminal is restored
+                    loop.set_alarm_in(0, stop)
                     return
 
             async def resize_watch() -> None:
@@ -648,5 +652,9 @@ async def run_ui(
             nursery.start_soon(resize_watch)
             task_status.started()
             with loop.start():
+                screen = loop.screen
+                if hasattr(screen, "tty_signal_keys"):
+                    # free ctrl+q / ctrl+s from terminal flow control (ctrl+q quits)
+                    screen.tty_signal_keys(start="undefined", stop="undefined")
                 await evl.run_async()
             nursery.cancel_scope.cancel()
