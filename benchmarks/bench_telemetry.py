@@ -48,8 +48,16 @@ def live_debugger() -> Iterator[str]:
         rec = Path(tmp) / "bench.amdbg"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AM_")}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_am.dbg", "--headless", "--record", str(rec),
-             "-l", f"127.0.0.1:{port}"],
+            [
+                sys.executable,
+                "-m",
+                "trio_am.dbg",
+                "--headless",
+                "--record",
+                str(rec),
+                "-l",
+                f"127.0.0.1:{port}",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

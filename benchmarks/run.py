@@ -403,8 +403,7 @@ def _overhead_rows(key: str, what: str, figures: dict[str, Any], goal: float | N
         bare, bound = fig["bare"], fig["bound"]
         slow = fig["slowdown"]
         text = (
-            f"{fmt_int(bound['best'])} vs {fmt_int(bare['best'])} bare "
-            f"({slow * 100:.0f}% slower)"
+            f"{fmt_int(bound['best'])} vs {fmt_int(bare['best'])} bare ({slow * 100:.0f}% slower)"
         )
         note = ""
         if goal is not None:
@@ -432,8 +431,9 @@ def case_reporter(cfg: Config) -> list[Row]:
     except Exception as exc:
         traceback.print_exc()
         return [Row("9", "debugger reporter overhead", "", {TRIO_AM: Cell(f"failed: {exc}")})]
-    return _overhead_rows("9", "debugger reporter (live headless trio-am-dbg)", figures,
-                          GOAL_REPORTER_SLOWDOWN)
+    return _overhead_rows(
+        "9", "debugger reporter (live headless trio-am-dbg)", figures, GOAL_REPORTER_SLOWDOWN
+    )
 
 
 def case_otel(cfg: Config) -> list[Row]:

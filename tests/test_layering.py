@@ -81,3 +81,47 @@ def test_rpc_protocol_is_sans_io(name: str) -> None:
         if mod in {"trio", "trio_websocket", "wsproto", "socket", "ssl"}
     ]
     assert not bad, "\n".join(bad)
+
+
+#: Modules of the telemetry and debugger layers that hold logic only: they must import no
+#: I/O (``_wire``: the codec machines and the debugger share) or no UI (the debugger's
+#: model, text renderers and recording format, which notebooks and tests use without urwid).
+NO_IO = {"trio", "socket", "ssl", "urwid", "threading", "selectors"}
+NO_UI = {"urwid"}
+LOGIC_MODULES = [
+    ("telemetry/_wire.py", NO_IO),
+    ("dbg/model.py", NO_UI),
+    ("dbg/view.py", NO_UI),
+    ("dbg/recording.py", NO_UI),
+]
+
+
+@pytest.mark.parametrize(("rel", "forbidden"), LOGIC_MODULES, ids=[r for r, _ in LOGIC_MODULES])
+def test_logic_modules_import_no_io_or_ui(rel: str, forbidden: set[str]) -> None:
+    path = PACKAGE_DIR / rel
+    assert path.is_file(), f"{rel} is missing"
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    bad = [
+        f"{rel}:{line}: imports {mod}"
+        for line, mod in _imported_top_modules(tree)
+        if mod in forbidden
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_debugger_model_loads_without_urwid() -> None:
+    """``trio_am.dbg.load`` (notebooks, tests) works where urwid cannot be imported."""
+    code = (
+        "import sys\n"
+        "sys.modules['urwid'] = None  # any import of it now fails\n"
+        "import trio_am.dbg, trio_am.dbg.model, trio_am.dbg.view, trio_am.dbg.recording\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=PACKAGE_DIR.parent,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

@@ -76,9 +76,7 @@ async def main(argv: list[str] | None = None) -> int:
             bind_env(mach)
             children = []
             if args.child:
-                child = am.Machine(
-                    {"Start": {}}, id="fx-b", parent=mach, tags=["child"]
-                )
+                child = am.Machine({"Start": {}}, id="fx-b", parent=mach, tags=["child"])
                 bind_env(child)
                 children.append(child)
             run_sequence(mach, args)

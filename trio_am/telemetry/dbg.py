@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import select
 import socket
 import sys
 import threading
@@ -308,8 +309,11 @@ class _Link:
                             with contextlib.suppress(OSError):
                                 sock.sendall(_wire.encode(["bye", _now()]))
                             return
-                        self.wake.wait(0.05)
-                        self.wake.clear()
+                        # idle: notice a debugger that went away before the next
+                        # write (which the kernel could still accept, then lose)
+                        readable, _, _ = select.select([sock], [], [], 0.05)
+                        if readable and not sock.recv(65536):
+                            raise ConnectionResetError("debugger closed the connection")
                         continue
                     carry = out
                     sock.sendall(out)
