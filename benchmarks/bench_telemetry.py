@@ -162,12 +162,15 @@ def reporter_overhead(*, target_s: float, repeats: int) -> dict[str, dict[str, A
         def bind(mach: Any) -> Any:
             rep = bind_debugger(mach, addr)
             rep.flush(10)  # connected, hello and schema sent
-            return rep
+            return rep, rep.stats()  # the link is shared: count this case's share
 
-        def after(rep: Any) -> dict[str, Any]:
+        def after(handle: Any) -> dict[str, Any]:
+            rep, before = handle
             rep.flush(30)
-            stats = getattr(rep, "stats", None)
-            return {"reporter": stats() if callable(stats) else {}}
+            now = rep.stats()
+            return {
+                "reporter": {k: now[k] - before[k] for k in ("sent", "dropped")},
+            }
 
         return overhead(bind, target_s=target_s, repeats=repeats, after=after)
 

@@ -406,11 +406,14 @@ def _overhead_rows(key: str, what: str, figures: dict[str, Any], goal: float | N
             f"{fmt_int(bound['best'])} vs {fmt_int(bare['best'])} bare ({slow * 100:.0f}% slower)"
         )
         note = ""
-        if goal is not None:
-            note = f"goal <= {goal * 100:.0f}% slower: {verdict(slow <= goal)}"
         rep = fig.get("reporter") or {}
+        if goal is not None:
+            # a reporter that keeps up only by dropping records does not meet the goal
+            lossless = not rep.get("dropped")
+            ok = slow <= goal and lossless
+            note = f"goal <= {goal * 100:.0f}% slower, nothing dropped: {verdict(ok)}"
         if rep:
-            note += f"; sent {rep.get('sent', '?')}, dropped {rep.get('dropped', '?')}"
+            note += f"; records sent {rep.get('sent', '?'):,}, dropped {rep.get('dropped', '?'):,}"
         rows.append(
             Row(
                 f"{key}{'' if i == 0 else chr(ord('a') + i)}",

@@ -89,9 +89,28 @@ class TracerBase:
 
 
 class TracerTables:
-    """Per-hook lists of ``(tracer, bound method)`` for the tracers that define them."""
+    """Per-hook lists of ``(tracer, bound method)`` for the tracers that define them.
 
-    __slots__ = ("_hooks",)
+    Each hook name is also an attribute holding its list, or None when no tracer defines
+    it, so hot paths can skip an unused hook with one attribute test.
+    """
+
+    __slots__ = ("_hooks", *HOOKS)
+
+    machine_init: list[tuple[object, Any]] | None
+    machine_dispose: list[tuple[object, Any]] | None
+    new_submachine: list[tuple[object, Any]] | None
+    queue_end: list[tuple[object, Any]] | None
+    schema_change: list[tuple[object, Any]] | None
+    verify_states: list[tuple[object, Any]] | None
+    mutation_queued: list[tuple[object, Any]] | None
+    transition_init: list[tuple[object, Any]] | None
+    transition_start: list[tuple[object, Any]] | None
+    transition_finals: list[tuple[object, Any]] | None
+    transition_end: list[tuple[object, Any]] | None
+    handler_start: list[tuple[object, Any]] | None
+    handler_end: list[tuple[object, Any]] | None
+    machine_log: list[tuple[object, Any]] | None
 
     def __init__(self, tracers: Iterable[object]) -> None:
         hooks: dict[str, list[tuple[object, Any]]] = {}
@@ -105,6 +124,8 @@ class TracerTables:
                     continue  # an inherited no-op
                 hooks.setdefault(name, []).append((tracer, fn))
         self._hooks = hooks
+        for name in HOOKS:
+            setattr(self, name, hooks.get(name))
 
     def get(self, hook: str) -> list[tuple[object, Any]]:
         """The registered ``(tracer, fn)`` pairs of ``hook``."""

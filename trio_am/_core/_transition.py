@@ -148,8 +148,10 @@ def process(m: Engine, mut: Mutation) -> Result:
                 if steps is not None:
                     steps.append((64, -1, -1, -1, 0, None, 0))
                 if tr is not None:
-                    m._trace("transition_init", tx)
-                    m._trace("transition_start", tx)
+                    if tr.transition_init:
+                        m._trace("transition_init", tx)
+                    if tr.transition_start:
+                        m._trace("transition_start", tx)
                 return end_canceled(m, tx)
 
     exits = _changed(active & ~tmask, alist)
@@ -159,8 +161,10 @@ def process(m: Engine, mut: Mutation) -> Result:
     tx._exits = exits
     tx._enters = enters
     if tr is not None:
-        m._trace("transition_init", tx)
-        m._trace("transition_start", tx)
+        if tr.transition_init:
+            m._trace("transition_init", tx)
+        if tr.transition_start:
+            m._trace("transition_start", tx)
     if m._log_level >= 3:
         m._log(
             LogLevel.OPS,
@@ -200,7 +204,8 @@ def process(m: Engine, mut: Mutation) -> Result:
         tx.is_completed = True
         m._tx = None
         if tr is not None:
-            m._trace("transition_end", tx)
+            if tr.transition_end:
+                m._trace("transition_end", tx)
         return _EXECUTED
 
     # 4. apply
@@ -228,7 +233,8 @@ def process(m: Engine, mut: Mutation) -> Result:
             f"[{'auto_' if mut.is_auto else 'state'}] {' '.join(parts)}{m._args_str(args)}",
         )
     if tr is not None:
-        m._trace("transition_finals", tx)
+        if tr.transition_finals:
+            m._trace("transition_finals", tx)
 
     # 5. final handlers; when_args waiters match where a <State>_state handler would run
     reg = m._reg
@@ -294,7 +300,8 @@ def process(m: Engine, mut: Mutation) -> Result:
     m._tx = None
     if tr is not None:
         tx.t1 = time.time_ns()
-        m._trace("transition_end", tx)
+        if tr.transition_end:
+            m._trace("transition_end", tx)
     if m._on_change:
         call_on_change(m, tx)
     return result
@@ -306,7 +313,8 @@ def end_canceled(m: Engine, tx: Transition) -> Result:
     m._tx = None
     if m._tr is not None:
         tx.t1 = time.time_ns()
-        m._trace("transition_end", tx)
+        if m._tr.transition_end:
+            m._trace("transition_end", tx)
     if m._on_change and not tx.mutation.is_check:
         call_on_change(m, tx)
     return _CANCELED
@@ -379,14 +387,16 @@ def call(
         if m._log_level >= 3:
             m._log(LogLevel.OPS, f"[handler] {name}")
         if tr is not None:
-            m._trace("handler_start", tx, bid, name)
+            if tr.handler_start:
+                m._trace("handler_start", tx, bid, name)
         if tr is not None or timeout is not None:
             t0 = time.perf_counter_ns()
         try:
             ret = fn(Event(m, name, tx, args, state))
         except Exception as exc:
             if tr is not None:
-                m._trace("handler_end", tx, bid, name)
+                if tr.handler_end:
+                    m._trace("handler_end", tx, bid, name)
             if steps is not None:
                 steps.append((2, state, state, -1, 1 if final else 0, name, 0))
             handler_raised(m, tx, exc, name, state)
@@ -394,7 +404,8 @@ def call(
         if tr is not None or timeout is not None:
             dur = time.perf_counter_ns() - t0
             if tr is not None:
-                m._trace("handler_end", tx, bid, name)
+                if tr.handler_end:
+                    m._trace("handler_end", tx, bid, name)
                 if steps is not None:
                     steps.append((2, state, state, -1, 1 if final else 0, name, dur))
             if (

@@ -243,6 +243,7 @@ class _Link:
         self.connected = False
         self.connects = 0
         self.closing = False
+        self.encoder = _wire.Encoder()
         self.thread = threading.Thread(target=self._run, name="trio-am-dbg-sender", daemon=True)
         self.thread.start()
 
@@ -408,9 +409,10 @@ class _Link:
         if not msgs:
             return b"", n
         out = bytearray()
+        encode = self.encoder.encode
         for msg in msgs:
             try:
-                out += _wire.encode(msg)
+                out += encode(msg)
             except (ValueError, TypeError):  # too large or unpackable: skip it
                 continue
             if len(out) > _BATCH_BYTES:
