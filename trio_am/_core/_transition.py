@@ -203,9 +203,8 @@ def process(m: Engine, mut: Mutation) -> Result:
     if mut.is_check:
         tx.is_completed = True
         m._tx = None
-        if tr is not None:
-            if tr.transition_end:
-                m._trace("transition_end", tx)
+        if tr is not None and tr.transition_end:
+            m._trace("transition_end", tx)
         return _EXECUTED
 
     # 4. apply
@@ -232,9 +231,8 @@ def process(m: Engine, mut: Mutation) -> Result:
             LogLevel.CHANGES,
             f"[{'auto_' if mut.is_auto else 'state'}] {' '.join(parts)}{m._args_str(args)}",
         )
-    if tr is not None:
-        if tr.transition_finals:
-            m._trace("transition_finals", tx)
+    if tr is not None and tr.transition_finals:
+        m._trace("transition_finals", tx)
 
     # 5. final handlers; when_args waiters match where a <State>_state handler would run
     reg = m._reg
@@ -386,17 +384,15 @@ def call(
     for bid, fn, name in entries:
         if m._log_level >= 3:
             m._log(LogLevel.OPS, f"[handler] {name}")
-        if tr is not None:
-            if tr.handler_start:
-                m._trace("handler_start", tx, bid, name)
+        if tr is not None and tr.handler_start:
+            m._trace("handler_start", tx, bid, name)
         if tr is not None or timeout is not None:
             t0 = time.perf_counter_ns()
         try:
             ret = fn(Event(m, name, tx, args, state))
         except Exception as exc:
-            if tr is not None:
-                if tr.handler_end:
-                    m._trace("handler_end", tx, bid, name)
+            if tr is not None and tr.handler_end:
+                m._trace("handler_end", tx, bid, name)
             if steps is not None:
                 steps.append((2, state, state, -1, 1 if final else 0, name, 0))
             handler_raised(m, tx, exc, name, state)
