@@ -37,7 +37,7 @@ def headless_cmd() -> list[str]:
 
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AM_", "OTEL_"))}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("DBG_TEST_EXTRA_PATH", "")
+    env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -74,6 +74,23 @@ class Tmux:
                 time.sleep(gap)
             self._tmux("send-keys", "-t", self.name, k)
 
+    def burst(self, *keys: str) -> None:
+        """Send all ``keys`` in one ``send-keys`` call (they arrive together)."""
+        self._tmux("send-keys", "-t", self.name, *keys)
+
+    def type(self, text: str) -> None:
+        """Type ``text`` literally."""
+        self._tmux("send-keys", "-t", self.name, "-l", text)
+
+    def pid(self) -> int:
+        """The pid of the pane's process."""
+        return int(self._tmux("list-panes", "-t", self.name, "-F", "#{pane_pid}").split()[0])
+
+    def line(self, text: str, timeout: float = WAIT) -> str:
+        """The first screen line containing ``text`` (waits for it)."""
+        scr = self.wait_for(text, timeout=timeout)
+        return next(x for x in scr.splitlines() if text in x)
+
     def arrows(self, key: str, n: int = 1) -> None:
         """Press an arrow ``n`` times, spaced for the debugger's move throttle."""
         for _ in range(n):

@@ -1,4 +1,4 @@
-"""The urwid UI of ``trio-am-dbg`` (imported only by the CLI: urwid stays optional for
+"""The urwid UI of ``trio-am-dbg`` (imported only by the CLI: urwid stays out of
 ``trio_am.dbg.load`` and the model)."""
 
 from __future__ import annotations

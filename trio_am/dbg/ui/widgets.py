@@ -38,9 +38,29 @@ def box(widget: urwid.Widget, title: str, focused: bool) -> urwid.Widget:
     return urwid.LineBox(widget, title=title, title_align="left")
 
 
-def bar(markup: Any, right: Any = "", attr: str = "bar") -> urwid.Widget:
-    """A one-row bar: ``markup`` on the left, ``right`` flush right (both clipped)."""
+def _plain(markup: Any) -> str:
+    if isinstance(markup, str):
+        return markup
+    if isinstance(markup, tuple):
+        return _plain(markup[1])
+    if isinstance(markup, list):
+        return "".join(_plain(m) for m in markup)
+    return str(markup)
+
+
+def bar(markup: Any, right: Any = "", attr: str = "bar", width: int = 0) -> urwid.Widget:
+    """A one-row bar: ``markup`` on the left, ``right`` flush right. Given the ``width``,
+    the left side wins: the right one is cut from its end to what is left."""
     left = urwid.Text(markup or "", wrap="clip")
+    if right and width:
+        room = width - len(_plain(markup)) - 1
+        text = _plain(right)
+        if room < len(text):
+            # drop whole " | " segments from the end (the clock first)
+            segs = text.split(" | ")
+            while segs and len(" | ".join(segs)) > room:
+                segs.pop()
+            right = " | ".join(segs)
     if not right:
         return urwid.AttrMap(left, attr)
     cols = urwid.Columns([left, ("pack", urwid.Text(right, wrap="clip"))], dividechars=1)
@@ -76,14 +96,21 @@ class _Bar(urwid.ProgressBar):
 
 
 def timeline(
-    title: str, frac: float, *, red: bool, focused: bool, compact: bool, width: int
+    title: str,
+    frac: float,
+    *,
+    fill: str = "progress",
+    focused: bool = False,
+    compact: bool = False,
+    width: int = 80,
 ) -> urwid.Widget:
-    """A timeline (D23, D24): a progress bar titled ``title``. ``compact`` draws it in one
-    row (the title over the bar) for short terminals, else a bordered bar of three rows."""
+    """A timeline (D23, D24): a progress bar titled ``title``, filled ``frac`` with the
+    ``fill`` attribute. ``compact`` draws it in one row (the title over the bar) for short
+    terminals, else a bordered bar of three rows."""
     frac = max(0.0, min(1.0, frac))
-    fill = "progress_red" if red else "progress"
     if compact:
-        text = (("▶" if focused else " ") + title).ljust(width)[:width]
+        # one row, like the top edge of a box: "─ Transition c / N ─────"
+        text = (("▶" if focused else "─") + title).ljust(width, "─")[:width]
         k = round(frac * width)
         mk: list[Any] = []
         if k:
