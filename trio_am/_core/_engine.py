@@ -775,7 +775,10 @@ class Engine:
         tr = self._tr
         if tr is None:
             return
-        for tracer, fn in tr.get(hook):
+        fns = getattr(tr, hook)
+        if fns is None:
+            return
+        for tracer, fn in fns:
             try:
                 fn(*args)
             except Exception as exc:
@@ -1209,7 +1212,8 @@ class Engine:
             self._tx = None
 
     def _after_drain(self) -> None:
-        if self._tr is not None:
+        tr = self._tr
+        if tr is not None and tr.queue_end:
             self._trace("queue_end", self)
         reg = self._reg
         if reg is not None and reg.queue_ends:
