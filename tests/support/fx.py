@@ -52,15 +52,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def run_fx(mach: am.Machine) -> None:
+    """The fixed FX mutations: 8 transitions (the auto Ready is #2, add Foo #5 is canceled)."""
+    mach.add1("Start")  # 1, + auto Ready (2)
+    mach.add1("Bar")  # 3: +Bar +Foo
+    mach.add1("Baz")  # 4: +Baz -Foo
+    mach.add1("Foo")  # 5: canceled, Baz removes Foo
+    mach.add1("Healthcheck")  # 6
+    mach.remove1("Baz")  # 7
+    mach.add1("Foo")  # 8
+
+
 def run_sequence(mach: am.Machine, args: argparse.Namespace) -> None:
     """The fixed mutations of the scenarios, then the optional extras."""
-    mach.add1("Start")
-    mach.add1("Bar")
-    mach.add1("Baz")
-    mach.add1("Foo")
-    mach.add1("Healthcheck")
-    mach.remove1("Baz")
-    mach.add1("Foo")
+    run_fx(mach)
     for _ in range(args.extra):
         mach.toggle1("Baz")
     if args.error:

@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -26,19 +27,11 @@ from trio_am.telemetry.prometheus import (
     start_push,
 )
 
-SCHEMA = {
-    "Start": {},
-    "Ready": {"auto": True, "require": ["Start"]},
-    "Foo": {"require": ["Start"]},
-    "Bar": {"add": ["Foo"]},
-    "Baz": {"remove": ["Foo"]},
-    "Healthcheck": {"multi": True},
-}
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-
-class FxHandlers:
-    def Foo_enter(self, e: am.Event) -> bool:
-        return not e.machine.is1("Baz")
+from tests.support.fx import SCHEMA, FxHandlers  # noqa: E402  (the FX fixture's schema)
 
 
 def fx(id: str = "fx-a", **kw: object) -> am.Machine:

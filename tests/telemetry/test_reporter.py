@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.support.fx import SCHEMA as FX_SCHEMA  # noqa: E402
-from tests.support.fx import FxHandlers  # noqa: E402
+from tests.support.fx import FxHandlers, run_fx  # noqa: E402
 
 S, T = _wire.STEP_HANDLER, _wire.STEP_CANCEL
 
@@ -160,16 +160,6 @@ def free_port() -> int:
 
 def fx_machine(mid: str = "fx-a", **kw: Any) -> am.Machine:
     return am.Machine(FX_SCHEMA, id=mid, handlers=FxHandlers(), tags=["fixture", "env:test"], **kw)
-
-
-def run_fx(mach: am.Machine) -> None:
-    mach.add1("Start")
-    mach.add1("Bar")
-    mach.add1("Baz")
-    mach.add1("Foo")
-    mach.add1("Healthcheck")
-    mach.remove1("Baz")
-    mach.add1("Foo")
 
 
 FINAL = {"Start": 1, "Ready": 1, "Foo": 3, "Bar": 1, "Baz": 2, "Healthcheck": 1, "Exception": 0}

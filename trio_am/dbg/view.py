@@ -37,6 +37,7 @@ __all__ = [
     "log_lines",
     "log_title",
     "next_tx_bar",
+    "plain",
     "rain_rows",
     "rain_title",
     "reader_rows",
@@ -63,6 +64,19 @@ Markup = str | list[Any]
 _K_REL, _K_HANDLER, _K_ACT, _K_DEACT, _K_DEACT_PASSIVE, _K_CALLED, _K_CANCEL = (
     1, 2, 4, 8, 16, 32, 64,
 )  # fmt: skip
+
+
+def plain(markup: Any) -> str:
+    """The text of a markup, attributes dropped (for files, widths and tests)."""
+    if isinstance(markup, str):
+        return markup
+    if isinstance(markup, tuple):
+        return plain(markup[1])
+    if isinstance(markup, list):
+        return "".join(plain(m) for m in markup)
+    return str(markup)
+
+
 _TYPES = {0: "add", 1: "remove", 2: "set", 3: "eval"}
 _REL = {0: "after", 1: "add", 2: "require", 3: "remove"}
 _REL_NODES = (("Add", "add"), ("Require", "require"), ("Remove", "remove"), ("After", "after"))

@@ -27,6 +27,7 @@ import urwid
 
 from .. import view
 from ..model import Client, Model
+from ..view import plain
 from . import matrix as mx
 from .outputs import Outputs
 from .widgets import Pane, bar, box, lines, pack_toolbar, timeline, window
@@ -93,16 +94,6 @@ _FILTERS = ("canceled", "queued", "auto", "empty", "health", "group", "disconn",
 _reader_rows: Callable[[Model, Client], list[tuple[int, Any]]] = (
     getattr(view, "reader_tree", None) or view.reader_rows
 )
-
-
-def _plain(markup: Any) -> str:
-    if isinstance(markup, str):
-        return markup
-    if isinstance(markup, tuple):
-        return _plain(markup[1])
-    if isinstance(markup, list):
-        return "".join(_plain(m) for m in markup)
-    return str(markup)
 
 
 def _as_list(markup: Any) -> list[Any]:
@@ -404,7 +395,7 @@ class DbgApp:
                 self.list_cursor = ids.index(self.list_key)
             self.list_cursor = max(0, min(self.list_cursor, len(ids) - 1)) if ids else 0
             self.list_key = ids[self.list_cursor] if ids else None
-            lw = max(22, min(34, max((len(_plain(mk)) for _, mk in rows_), default=0) + 4))
+            lw = max(22, min(34, max((len(plain(mk)) for _, mk in rows_), default=0) + 4))
             off = self._win("list", len(rows_), self.list_cursor, inner)
             focused = self.focus == "list"
             items = []
@@ -561,7 +552,7 @@ class DbgApp:
 
     @staticmethod
     def _fold(mk: Any) -> Any:
-        text = _plain(mk)
+        text = plain(mk)
         if "\n" not in text:
             return mk
         first = text.split("\n", 1)[0]
@@ -831,7 +822,7 @@ class DbgApp:
         elif self.focus == "reader":
             if key == "enter":
                 if 0 <= self.reader_cursor < len(self._reader):
-                    self._open_reader_item(_plain(self._reader[self.reader_cursor][1]))
+                    self._open_reader_item(plain(self._reader[self.reader_cursor][1]))
             else:
                 n = len(self._reader)
                 self.reader_cursor = max(0, min(n - 1, self.reader_cursor + step + 10 * page))
@@ -1130,7 +1121,7 @@ class DbgApp:
             i = self._geom.get("reader", 0) + row - 1
             if 0 <= i < len(self._reader) and row >= 1:
                 self.reader_cursor = i
-                self._open_reader_item(_plain(self._reader[i][1]))
+                self._open_reader_item(plain(self._reader[i][1]))
 
 
 async def run_ui(

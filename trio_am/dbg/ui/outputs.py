@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import view
 from ..model import Model
+from ..view import plain
 
 __all__ = ["EVERY", "Outputs", "clients_text", "log_text", "tx_text"]
 
@@ -17,16 +18,6 @@ __all__ = ["EVERY", "Outputs", "clients_text", "log_text", "tx_text"]
 EVERY = 0.25
 
 _TYPES = {0: "add", 1: "remove", 2: "set", 3: "eval"}
-
-
-def _plain(markup: object) -> str:
-    if isinstance(markup, str):
-        return markup
-    if isinstance(markup, tuple):
-        return _plain(markup[1])
-    if isinstance(markup, list):
-        return "".join(_plain(m) for m in markup)
-    return str(markup)
 
 
 def tx_text(model: Model) -> str:
@@ -41,7 +32,7 @@ def tx_text(model: Model) -> str:
         return "\n".join(out) + "\n"
     tx = cl.txs[cl.c - 1]
     left, right = view.tx_bar(model)
-    out.append(f"{_plain(left)} | {_plain(right)}")
+    out.append(f"{plain(left)} | {plain(right)}")
     out.append("")
     typ = _TYPES.get(tx.type, str(tx.type))
     states = " ".join(cl.names[i] if 0 <= i < len(cl.names) else f"#{i}" for i in tx.called)
@@ -56,12 +47,12 @@ def log_text(model: Model) -> str:
     cl = model.client()
     if cl is None:
         return ""
-    return "".join(_plain(mk) + "\n" for _no, mk in view.log_lines(model, cl))
+    return "".join(plain(mk) + "\n" for _no, mk in view.log_lines(model, cl))
 
 
 def clients_text(model: Model) -> str:
     """``clients.txt``: one line per listed client."""
-    return "".join(_plain(mk) + "\n" for _cid, mk in view.client_list_rows(model))
+    return "".join(plain(mk) + "\n" for _cid, mk in view.client_list_rows(model))
 
 
 class Outputs:

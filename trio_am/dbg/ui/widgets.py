@@ -8,6 +8,8 @@ from typing import Any
 
 import urwid
 
+from ..view import plain
+
 __all__ = [
     "Pane",
     "bar",
@@ -38,23 +40,13 @@ def box(widget: urwid.Widget, title: str, focused: bool) -> urwid.Widget:
     return urwid.LineBox(widget, title=title, title_align="left")
 
 
-def _plain(markup: Any) -> str:
-    if isinstance(markup, str):
-        return markup
-    if isinstance(markup, tuple):
-        return _plain(markup[1])
-    if isinstance(markup, list):
-        return "".join(_plain(m) for m in markup)
-    return str(markup)
-
-
 def bar(markup: Any, right: Any = "", attr: str = "bar", width: int = 0) -> urwid.Widget:
     """A one-row bar: ``markup`` on the left, ``right`` flush right. Given the ``width``,
     the left side wins: the right one is cut from its end to what is left."""
     left = urwid.Text(markup or "", wrap="clip")
     if right and width:
-        room = width - len(_plain(markup)) - 1
-        text = _plain(right)
+        room = width - len(plain(markup)) - 1
+        text = plain(right)
         if room < len(text):
             # drop whole " | " segments from the end (the clock first)
             segs = text.split(" | ")
