@@ -232,6 +232,8 @@ def test_09_fast_jump_without_selection(dbg: Dbg) -> None:
     t.keys("End")
     t.wait_for(" Transition 127 / 127 ")
     t.keys("M-h")
+    # End already shows "Paused | tx: 128": wait for the jump itself to land
+    t.wait_gone(" Transition 127 / 127 ")
     line = t.line("Paused | tx: ")
     scr = t.screen()
     title = next(x for x in scr.splitlines() if " Transition " in x)
