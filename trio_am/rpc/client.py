@@ -94,6 +94,11 @@ class _Req:
         self.exc: BaseException | None = None
 
 
+#: RELAY_ERROR frames from a relay (arpc.md C2), and the codes not worth a retry.
+_RELAY_ERROR: Final = 113
+_RELAY_FINAL: Final = frozenset({32, 33})
+
+
 class _Lost(Exception):
     """The connection ended; reconnect (``retry``) or give up."""
 
@@ -434,7 +439,9 @@ class Client:
             raise _Lost(f"handshake: {exc}") from None
         self._count_in(data)
         try:
-            frame = parse_server_frame(_codec.decode(data, limits=self.limits))
+            obj = _codec.decode(data, limits=self.limits)
+            self._check_relay_error(obj)
+            frame = parse_server_frame(obj)
         except (_codec.DecodeError, FrameError) as exc:
             self.rpc.add_err_state("ErrRpc", ProtocolError(str(exc)))
             raise _Lost(f"bad WELCOME: {exc}") from None
@@ -619,6 +626,18 @@ class Client:
             nxt = min(self._last_recv + dead, self._last_sent + hb)
             await trio.sleep(max(nxt - trio.current_time(), 0.001))
 
+    def _check_relay_error(self, obj: object) -> None:
+        """A relay between us and the server sent ``RELAY_ERROR [113, code, message]``
+        (arpc.md C2): the tunnel is over. NOT_ALLOWED (32) and BAD_TARGET (33) are not
+        retried; the others (e.g. the server behind the relay went away) are."""
+        if type(obj) is not list or not obj or obj[0] != _RELAY_ERROR:
+            return
+        code = obj[1] if len(obj) > 1 and type(obj[1]) is int else 0
+        msg = str(obj[2]) if len(obj) > 2 else ""
+        err = ConnectionLostError(f"relay error {code}: {msg}", code=code, machine_id=self.rpc.id)
+        self.rpc.add_err_state("ErrNetwork", err)
+        raise _Lost(str(err), retry=code not in _RELAY_FINAL)
+
     def _count_in(self, data: bytes) -> None:
         self._last_recv = trio.current_time()
         self.frames_in += 1
@@ -642,6 +661,7 @@ class Client:
                     args_types=self.args_types,
                     strict_args=self.strict_args,
                 )
+                self._check_relay_error(obj)
                 frame = parse_server_frame(obj)
             except (_codec.DecodeError, FrameError) as exc:
                 _log.warning("aRPC client %s: bad frame from the server: %s", self.id, exc)
