@@ -27,6 +27,7 @@ if str(HERE.parent) not in sys.path:  # a source checkout without an installed t
     sys.path.append(str(HERE.parent))
 
 import bench_core  # noqa: E402
+import bench_relay  # noqa: E402
 import bench_rpc  # noqa: E402
 import bench_telemetry  # noqa: E402
 import peers  # noqa: E402
@@ -41,6 +42,7 @@ GOAL_F3_BYTES = 55  # arpc.md F3: bytes per iteration
 GOAL_F3_P50_US = 150
 GO_F3_US, GO_F3_BYTES = 249, 115  # Go v0.7.0, 10,000 iterations
 GOAL_REPORTER_SLOWDOWN = 0.30  # issue 4: at most 30% slower with the debugger reporter
+GOAL_RELAY_ADDED = 0.25  # issue 5 / arpc.md C2: the relay adds at most 25% round-trip time
 
 
 @dataclass(frozen=True)
@@ -450,6 +452,52 @@ def case_otel(cfg: Config) -> list[Row]:
     return _overhead_rows("10", "OTel tracer (transitions=True, batch exporter)", figures, None)
 
 
+def case_relay(cfg: Config) -> list[Row]:
+    log("11. relay round trips")
+    try:
+        fig = bench_relay.relay_overhead(cfg.rpc_rounds, repeats=min(cfg.repeats, 3))
+    except Exception as exc:
+        traceback.print_exc()
+        return [Row("11", "relay round trips", "", {TRIO_AM: Cell(f"failed: {exc}")})]
+    modes = fig["modes"]
+
+    def cell(mode: str) -> str:
+        r = modes[mode]
+        return f"{r['per_s']:,.0f}/s, p50 {r['p50_us']:.0f} us, mean {r['mean_us']:.0f} us"
+
+    rows = [
+        Row(
+            "11",
+            "round trips, client -> trio-am-relay (own process) -> TCP server",
+            "round trips/s, latency",
+            {TRIO_AM: Cell(cell("relay"), fig)},
+            f"goal: relay adds <= {GOAL_RELAY_ADDED * 100:.0f}%: {verdict(fig['added_vs_ws'] <= GOAL_RELAY_ADDED)}"
+            f" (adds {fig['added_vs_ws'] * 100:.0f}% vs direct WS, "
+            f"{fig['added_vs_tcp'] * 100:.0f}% vs direct TCP)",
+        ),
+        Row(
+            "11a",
+            "round trips, client -> relay in the same process -> TCP server",
+            "round trips/s, latency",
+            {TRIO_AM: Cell(cell("relay-inproc"))},
+            f"adds {fig['inproc_added_vs_ws'] * 100:.0f}% vs direct WS",
+        ),
+        Row(
+            "11b",
+            "round trips, the same client, direct WS",
+            "round trips/s, latency",
+            {TRIO_AM: Cell(cell("direct-ws"))},
+        ),
+        Row(
+            "11c",
+            "round trips, the same client, direct TCP",
+            "round trips/s, latency",
+            {TRIO_AM: Cell(cell("direct-tcp"))},
+        ),
+    ]
+    return rows
+
+
 CASES: dict[str, Callable[[Config], list[Row]]] = {
     "1": case_toggle,
     "2": case_relations,
@@ -461,6 +509,7 @@ CASES: dict[str, Callable[[Config], list[Row]]] = {
     "8": case_rpc_f3,
     "9": case_reporter,
     "10": case_otel,
+    "11": case_relay,
 }
 
 
