@@ -4,12 +4,12 @@ var __defNormalProp = (obj, key, value) => key in obj ? __defProp(obj, key, { en
 var __publicField = (obj, key, value) => __defNormalProp(obj, typeof key !== "symbol" ? key + "" : key, value);
 
 // node_modules/@msgpack/msgpack/dist.esm/utils/utf8.mjs
-function utf8Count(str) {
-  const strLength = str.length;
+function utf8Count(str2) {
+  const strLength = str2.length;
   let byteLength = 0;
   let pos = 0;
   while (pos < strLength) {
-    let value = str.charCodeAt(pos++);
+    let value = str2.charCodeAt(pos++);
     if ((value & 4294967168) === 0) {
       byteLength++;
       continue;
@@ -18,7 +18,7 @@ function utf8Count(str) {
     } else {
       if (value >= 55296 && value <= 56319) {
         if (pos < strLength) {
-          const extra = str.charCodeAt(pos);
+          const extra = str2.charCodeAt(pos);
           if ((extra & 64512) === 56320) {
             ++pos;
             value = ((value & 1023) << 10) + (extra & 1023) + 65536;
@@ -34,12 +34,12 @@ function utf8Count(str) {
   }
   return byteLength;
 }
-function utf8EncodeJs(str, output, outputOffset) {
-  const strLength = str.length;
+function utf8EncodeJs(str2, output, outputOffset) {
+  const strLength = str2.length;
   let offset = outputOffset;
   let pos = 0;
   while (pos < strLength) {
-    let value = str.charCodeAt(pos++);
+    let value = str2.charCodeAt(pos++);
     if ((value & 4294967168) === 0) {
       output[offset++] = value;
       continue;
@@ -48,7 +48,7 @@ function utf8EncodeJs(str, output, outputOffset) {
     } else {
       if (value >= 55296 && value <= 56319) {
         if (pos < strLength) {
-          const extra = str.charCodeAt(pos);
+          const extra = str2.charCodeAt(pos);
           if ((extra & 64512) === 56320) {
             ++pos;
             value = ((value & 1023) << 10) + (extra & 1023) + 65536;
@@ -69,14 +69,14 @@ function utf8EncodeJs(str, output, outputOffset) {
 }
 var sharedTextEncoder = new TextEncoder();
 var TEXT_ENCODER_THRESHOLD = 50;
-function utf8EncodeTE(str, output, outputOffset) {
-  sharedTextEncoder.encodeInto(str, output.subarray(outputOffset));
+function utf8EncodeTE(str2, output, outputOffset) {
+  sharedTextEncoder.encodeInto(str2, output.subarray(outputOffset));
 }
-function utf8Encode(str, output, outputOffset) {
-  if (str.length > TEXT_ENCODER_THRESHOLD) {
-    utf8EncodeTE(str, output, outputOffset);
+function utf8Encode(str2, output, outputOffset) {
+  if (str2.length > TEXT_ENCODER_THRESHOLD) {
+    utf8EncodeTE(str2, output, outputOffset);
   } else {
-    utf8EncodeJs(str, output, outputOffset);
+    utf8EncodeJs(str2, output, outputOffset);
   }
 }
 var CHUNK_SIZE = 4096;
@@ -799,10 +799,10 @@ var CachedKeyDecoder = class {
       return cachedValue;
     }
     this.miss++;
-    const str = utf8DecodeJs(bytes, inputOffset, byteLength);
+    const str2 = utf8DecodeJs(bytes, inputOffset, byteLength);
     const slicedCopyOfBytes = Uint8Array.prototype.slice.call(bytes, inputOffset, inputOffset + byteLength);
-    this.store(slicedCopyOfBytes, str);
-    return str;
+    this.store(slicedCopyOfBytes, str2);
+    return str2;
   }
 };
 
@@ -1437,6 +1437,7 @@ var Decoder = class _Decoder {
 };
 
 // src/wire.js
+var PROTO = 1;
 var SUBPROTOCOL = "am-rpc.1";
 var Kind = Object.freeze({
   HELLO: 1,
@@ -1559,6 +1560,664 @@ function argsOf(args, key) {
   const v = args ? args[key] : void 0;
   return v instanceof TypedArgs ? v.data : v;
 }
+function checksum(ticks, qt, mt) {
+  let s = qt + mt;
+  for (const t of ticks) s += t;
+  return s % 4294967296;
+}
+
+// src/client.js
+var ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+var DEAD_MARGIN = 0.95;
+var NO_RETRY = /* @__PURE__ */ new Set([ErrorCode.AUTH, ErrorCode.VERSION, ErrorCode.SOURCE_GONE]);
+var RELAY_NO_RETRY = /* @__PURE__ */ new Set([ErrorCode.NOT_ALLOWED, ErrorCode.BAD_TARGET]);
+var DEFAULT_BACKOFF = { initial: 0.25, factor: 2, max: 10, jitter: 0.1, maxElapsed: 300 };
+var ERROR_NAMES = {
+  [ErrorCode.AUTH]: "AuthError",
+  [ErrorCode.FORBIDDEN]: "AuthError",
+  [ErrorCode.UNKNOWN_STATE]: "StateError",
+  [ErrorCode.BAD_ARGS]: "ArgsError",
+  [ErrorCode.UNSUPPORTED]: "UnsupportedError",
+  [ErrorCode.PAYLOAD]: "DeliveryError"
+};
+var RpcError = class extends Error {
+  constructor(message, code = 0, name = ERROR_NAMES[code] ?? "ProtocolError", detail = void 0) {
+    super(message);
+    this.name = name;
+    this.code = code;
+    this.detail = detail;
+  }
+};
+var connectionLost = (why) => new RpcError(why, 0, "ConnectionLostError");
+var outcomeUnknown = (why) => new RpcError(why, 0, "OutcomeUnknownError");
+var Lost = class extends Error {
+  constructor(why, retry = true, error = connectionLost(why)) {
+    super(why);
+    this.retry = retry;
+    this.error = error;
+  }
+};
+var uint = (v) => Number.isSafeInteger(v) && v >= 0;
+var isMap = (v) => v !== null && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v);
+var opt = (check) => (v) => v == null || check(v);
+var str = (v) => typeof v === "string";
+var any = () => true;
+var isDelta = (d) => Array.isArray(d) && d.length >= 4 && Array.isArray(d[0]) && d[0].length % 2 === 0 && d[0].every(uint) && uint(d[1]) && uint(d[2]) && uint(d[3]);
+var SPECS = {
+  [Kind.RESULT]: [5, [uint, uint, opt(isDelta), uint, (v) => Number.isSafeInteger(v) && v >= -1]],
+  [Kind.CLOCK]: [3, [uint, uint, opt(isDelta)]],
+  [Kind.SNAPSHOT]: [5, [uint, uint, (v) => Array.isArray(v) && v.every(uint), uint, uint, opt(uint)]],
+  [Kind.PAYLOAD]: [5, [uint, str, any, str, str, opt(str)]],
+  [Kind.VALUE]: [2, [uint, any]],
+  [Kind.PING]: [1, [uint]],
+  [Kind.PONG]: [1, [uint]],
+  [Kind.ERROR]: [3, [opt(uint), uint, str, opt((v) => typeof v === "boolean"), opt(isMap)]],
+  [Kind.BYE]: [2, [uint, str]]
+};
+function parseServerFrame(f) {
+  const kind = f[0];
+  if (kind === Kind.WELCOME || kind === Kind.SCHEMA) {
+    if (!isMap(f[1])) throw new Error(`frame kind ${kind}: expected a map`);
+    return { kind, data: f[1] };
+  }
+  const spec = SPECS[kind];
+  if (!spec) throw new Error(`frame kind ${kind} is unknown or not expected`);
+  const [required, checks] = spec;
+  if (f.length - 1 < required) throw new Error(`frame kind ${kind}: expected at least ${required} fields`);
+  const fields = checks.map((check, i) => {
+    const v = f[i + 1] ?? null;
+    if (!check(v)) throw new Error(`frame kind ${kind}: field ${i + 1} has a wrong type`);
+    return v;
+  });
+  return { kind, fields };
+}
+function namesAndTime(names, time) {
+  if (Array.isArray(names) && Array.isArray(time) && names.length === time.length && names.every(str) && time.every(uint)) {
+    return [names, time];
+  }
+  return null;
+}
+var now = () => performance.now() / 1e3;
+var RemoteMachine = class {
+  constructor(url, opts) {
+    if (typeof opts.id !== "string" || !ID_RE.test(opts.id)) {
+      throw new TypeError("connect: `id` must match [A-Za-z0-9._-]{1,128}");
+    }
+    this.url = url;
+    this.id = opts.id;
+    this._token = opts.token;
+    this.heartbeat = opts.heartbeat === void 0 ? 5 : opts.heartbeat;
+    this.backoff = { ...DEFAULT_BACKOFF, ...opts.reconnect };
+    this.callTimeout = opts.callTimeout === void 0 ? 5 : opts.callTimeout;
+    this.connectTimeout = opts.connectTimeout ?? 3;
+    this.handshakeTimeout = opts.handshakeTimeout ?? 5;
+    this.maxPending = opts.maxPending ?? 1024;
+    this._WebSocket = opts.WebSocket ?? globalThis.WebSocket;
+    if (typeof this._WebSocket !== "function") {
+      throw new TypeError("connect: no WebSocket (node 20 needs --experimental-websocket, or pass {WebSocket})");
+    }
+    this.status = "connecting";
+    this.sid = null;
+    this.epoch = null;
+    this.remoteId = null;
+    this.schema = null;
+    this.grant = {};
+    this.limits = {};
+    this.stats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, badFrames: 0, resyncs: 0, connections: 0 };
+    this._names = [];
+    this._index = /* @__PURE__ */ new Map();
+    this._ticks = [];
+    this._qt = 0;
+    this._mt = 0;
+    this._seq = 0;
+    this._resyncing = false;
+    this._pending = /* @__PURE__ */ new Map();
+    this._nextReq = 0;
+    this._ack = 0;
+    this._conn = null;
+    this._retryTimer = null;
+    this._lostAt = null;
+    this._attempt = 0;
+    this._closed = false;
+    this._waiters = [];
+    this._onChange = /* @__PURE__ */ new Set();
+    this._onPayload = /* @__PURE__ */ new Set();
+    this._onStatus = /* @__PURE__ */ new Set();
+    this._welcomed = false;
+    this.ready = new Promise((resolve, reject) => {
+      this._readyResolve = resolve;
+      this._readyReject = reject;
+    });
+    this.ready.catch(() => {
+    });
+    this._dial();
+  }
+  // ---------------------------------------------------------------- reading the mirror
+  get names() {
+    return [...this._names];
+  }
+  _i(name) {
+    const i = this._index.get(name);
+    if (i === void 0) {
+      const when = this._welcomed ? "" : " (the names are known once `ready` resolves)";
+      throw new RpcError(
+        `state ${JSON.stringify(name)} is not in ${this.remoteId ?? this.url}${when}`,
+        ErrorCode.UNKNOWN_STATE,
+        "StateError"
+      );
+    }
+    return i;
+  }
+  tick(name) {
+    return this._ticks[this._i(name)];
+  }
+  is1(name) {
+    return this.tick(name) % 2 === 1;
+  }
+  not1(name) {
+    return !this.is1(name);
+  }
+  is(names) {
+    return this.time(names).every((t) => t % 2 === 1);
+  }
+  any1(...names) {
+    return this.time(names).some((t) => t % 2 === 1);
+  }
+  /** The ticks of all states (in `names` order), or of the given `names`. */
+  time(names) {
+    return names ? names.map((n) => this.tick(n)) : [...this._ticks];
+  }
+  activeStates() {
+    return this._names.filter((_, i) => this._ticks[i] % 2 === 1);
+  }
+  when1(name) {
+    return this._when(() => this.is1(name));
+  }
+  whenNot1(name) {
+    return this._when(() => this.not1(name));
+  }
+  whenTick(name, minTick) {
+    return this._when(() => this.tick(name) >= minTick);
+  }
+  async _when(test) {
+    if (!this._welcomed) await this.ready;
+    if (test()) return;
+    if (this._closed) throw connectionLost("the client is closed");
+    await new Promise((resolve, reject) => this._waiters.push({ test, resolve, reject }));
+  }
+  onChange(cb) {
+    return subscribe(this._onChange, cb);
+  }
+  onPayload(cb) {
+    return subscribe(this._onPayload, cb);
+  }
+  onStatus(cb) {
+    return subscribe(this._onStatus, cb);
+  }
+  // ---------------------------------------------------------------- requests
+  add1(name, args) {
+    return this._mutate(Op.ADD, [name], args);
+  }
+  add(names, args) {
+    return this._mutate(Op.ADD, names, args);
+  }
+  remove1(name, args) {
+    return this._mutate(Op.REMOVE, [name], args);
+  }
+  remove(names, args) {
+    return this._mutate(Op.REMOVE, names, args);
+  }
+  set(names, args) {
+    return this._mutate(Op.SET, names, args);
+  }
+  toggle1(name, args) {
+    return this._mutate(Op.TOGGLE, [name], args);
+  }
+  toggle(names, args) {
+    return this._mutate(Op.TOGGLE, names, args);
+  }
+  /** Call getter `name` on the server; resolves to its value. */
+  get(name, params) {
+    if (typeof name !== "string") throw new TypeError("get: the getter name must be a string");
+    return this._request(params == null ? [Kind.GET, 0, name] : [Kind.GET, 0, name, params]);
+  }
+  /** Ask for a full snapshot; resolves once it is applied. */
+  async sync() {
+    await this._request([Kind.SYNC, 0]);
+  }
+  // Unknown names, bad args or values msgpack cannot encode throw here, before any frame.
+  _mutate(op, names, args) {
+    if (this._closed) return Promise.reject(connectionLost("the client is closed"));
+    if (!Array.isArray(names)) throw new TypeError("expected an array of state names");
+    const idxs = [...new Set(names)].map((n) => this._i(n));
+    if (args == null) return this._request([Kind.MUTATE, 0, op, idxs]);
+    if (!isMap(args)) throw new TypeError("args must be an object with string keys");
+    return this._request([Kind.MUTATE, 0, op, idxs, args]);
+  }
+  _request(frame) {
+    if (this._closed) return Promise.reject(connectionLost("the client is closed"));
+    if (this._pending.size >= this.maxPending) {
+      return Promise.reject(new RpcError(`${this._pending.size} requests wait already (maxPending)`, 0, "NotConnectedError"));
+    }
+    const req = this._nextReq + 1;
+    frame[1] = req;
+    const data = encodeFrame(frame);
+    this._nextReq = req;
+    let r;
+    const promise = new Promise((resolve, reject) => {
+      r = { req, kind: frame[0], data, sent: false, resolve, reject, timer: null };
+    });
+    this._pending.set(req, r);
+    if (this.callTimeout) {
+      r.timer = setTimeout(
+        () => r.reject(new RpcError(`no answer within ${this.callTimeout}s`, 0, "TimeoutError")),
+        this.callTimeout * 1e3
+      );
+    }
+    const conn = this._conn;
+    if (conn && conn.linked) {
+      r.sent = true;
+      this._write(conn, data);
+    }
+    return promise;
+  }
+  _settle(r, value, err) {
+    this._pending.delete(r.req);
+    clearTimeout(r.timer);
+    if (err) r.reject(err);
+    else r.resolve(value);
+  }
+  // ---------------------------------------------------------------- closing
+  /** Send BYE (the session ends, it cannot be resumed) and close with 1000. */
+  async close() {
+    if (this._closed) return;
+    const conn = this._conn;
+    this._finish(connectionLost("the client was closed"));
+    if (!conn) return;
+    const ws = conn.ws;
+    if (ws.readyState === 1) {
+      const closed = new Promise((resolve) => {
+        ws.addEventListener("close", resolve);
+        setTimeout(resolve, 1e3);
+      });
+      ws.send(encodeFrame([Kind.BYE, 1e3, "bye"]));
+      ws.close(1e3, "bye");
+      await closed;
+    } else {
+      ws.close();
+    }
+  }
+  /** The end: status "closed"; everything still waiting fails. */
+  _finish(err) {
+    this._closed = true;
+    clearTimeout(this._retryTimer);
+    if (this._conn) {
+      clearTimeout(this._conn.timer);
+      this._conn = null;
+    }
+    for (const r of [...this._pending.values()]) {
+      this._settle(r, void 0, r.sent ? outcomeUnknown(err.message) : connectionLost(err.message));
+    }
+    for (const w of this._waiters) w.reject(err);
+    this._waiters = [];
+    if (!this._welcomed) this._readyReject(err);
+    this._setStatus("closed", err);
+  }
+  _setStatus(status, err) {
+    if (this.status === status) return;
+    this.status = status;
+    for (const cb of [...this._onStatus]) call(cb, status, err);
+  }
+  // ---------------------------------------------------------------- the connection
+  _dial() {
+    let ws;
+    try {
+      ws = new this._WebSocket(this.url, SUBPROTOCOL);
+    } catch (err) {
+      this._finish(connectionLost(`cannot dial ${this.url}: ${err.message}`));
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    const conn = { ws, linked: false, lastSent: now(), lastRecv: now(), timer: null, hb: 0, nonce: 0 };
+    this._conn = conn;
+    this.stats.connections += 1;
+    const guard = (fn) => (ev) => {
+      if (conn !== this._conn) return;
+      try {
+        fn(ev);
+      } catch (err) {
+        if (!(err instanceof Lost)) throw err;
+        this._lose(conn, err);
+      }
+    };
+    conn.timer = setTimeout(guard(() => {
+      throw new Lost("connect timeout");
+    }), this.connectTimeout * 1e3);
+    ws.onopen = guard(() => {
+      clearTimeout(conn.timer);
+      this._write(conn, encodeFrame([Kind.HELLO, this._hello()]));
+      conn.timer = setTimeout(guard(() => {
+        throw new Lost("no WELCOME in time");
+      }), this.handshakeTimeout * 1e3);
+    });
+    ws.onmessage = guard((ev) => this._receive(conn, ev.data));
+    ws.onclose = guard((ev) => {
+      throw new Lost(`connection closed (${ev.code} ${ev.reason || ""})`.trim());
+    });
+    ws.onerror = () => {
+    };
+  }
+  _hello() {
+    const hello = { proto: PROTO, id: this.id, schema: true };
+    if (this._token != null) hello.token = this._token;
+    if (this.sid !== null) {
+      hello.resume = {
+        sid: this.sid,
+        epoch: this.epoch,
+        seq: this._seq,
+        // the server replays the results of these (up to its ack); GETs have no cache
+        pending: [...this._pending.values()].filter((r) => r.sent && r.kind === Kind.MUTATE).map((r) => r.req)
+      };
+    }
+    return hello;
+  }
+  _write(conn, data) {
+    conn.ws.send(data);
+    conn.lastSent = now();
+    this.stats.framesOut += 1;
+    this.stats.bytesOut += data.byteLength;
+  }
+  /** Leave `conn` and, unless the loss is final, dial again after a backoff delay. */
+  _lose(conn, lost) {
+    this._conn = null;
+    clearTimeout(conn.timer);
+    if (conn.ws.readyState <= 1) conn.ws.close(1e3, "lost");
+    if (!lost.retry) {
+      this._finish(lost.error);
+      return;
+    }
+    const t = now();
+    if (this._lostAt === null || conn.linked) {
+      this._lostAt = t;
+      this._attempt = 0;
+    }
+    const b = this.backoff;
+    let delay = Math.min(b.max, b.initial * b.factor ** this._attempt);
+    if (b.jitter) delay *= 1 + b.jitter * (2 * Math.random() - 1);
+    delay = Math.max(0, delay);
+    if (t + delay - this._lostAt > b.maxElapsed) {
+      this._finish(connectionLost(`reconnecting failed (last: ${lost.message})`));
+      return;
+    }
+    this._attempt += 1;
+    this._setStatus("reconnecting", lost.error);
+    this._retryTimer = setTimeout(() => this._dial(), delay * 1e3);
+  }
+  _receive(conn, data) {
+    conn.lastRecv = now();
+    this.stats.framesIn += 1;
+    if (typeof data === "string") throw new Lost("the server sent a text message");
+    this.stats.bytesIn += data.byteLength;
+    let frame;
+    try {
+      const f = decodeFrame(data);
+      if (f[0] === Kind.RELAY_ERROR) return this._relayError(f);
+      if (f[0] === Kind.RELAY_BRIDGED) return void 0;
+      frame = parseServerFrame(f);
+    } catch (err) {
+      if (err instanceof Lost) throw err;
+      if (!conn.linked) throw new Lost(`bad first frame: ${err.message}`);
+      this._bad(err.message);
+      return void 0;
+    }
+    if (conn.linked) return this._handle(conn, frame);
+    if (frame.kind === Kind.ERROR) this._error(frame.fields);
+    if (frame.kind !== Kind.WELCOME) throw new Lost(`expected WELCOME, got frame kind ${frame.kind}`);
+    return this._welcome(conn, frame.data);
+  }
+  /** RELAY_ERROR [113, code, message] (C2): the tunnel is over, except for TOO_LARGE. */
+  _relayError(f) {
+    const code = Number.isInteger(f[1]) ? f[1] : 0;
+    const msg = `relay error ${code}: ${f[2] ?? ""}`;
+    if (code === ErrorCode.TOO_LARGE) {
+      this._bad(msg);
+      return;
+    }
+    throw new Lost(msg, !RELAY_NO_RETRY.has(code), new RpcError(msg, code, "ConnectionLostError"));
+  }
+  _bad(why) {
+    this.stats.badFrames += 1;
+    console.warn(`am.js client ${this.id}: bad frame from the server: ${why}`);
+  }
+  // ---------------------------------------------------------------- frames
+  _welcome(conn, w) {
+    const checked = namesAndTime(w.names, w.time);
+    if (!checked) throw new Lost("malformed WELCOME");
+    const newSession = this.sid !== null && (w.epoch !== this.epoch || !w.resumed);
+    if (newSession) {
+      for (const r of [...this._pending.values()]) {
+        if (r.sent && r.kind !== Kind.SYNC) this._settle(r, void 0, outcomeUnknown("the server restarted (new epoch)"));
+      }
+      this._ack = 0;
+    }
+    this.sid = w.sid;
+    this.epoch = w.epoch;
+    this.remoteId = w.id ?? null;
+    this.grant = isMap(w.grant) ? w.grant : {};
+    this.limits = isMap(w.limits) ? w.limits : {};
+    if (isMap(w.schema)) this.schema = w.schema;
+    const changed = this._reset(checked[0], checked[1], w.qt, w.mt, w.seq);
+    this._setAck(uint(w.ack) ? w.ack : 0);
+    for (const r of [...this._pending.values()]) {
+      if (r.kind === Kind.SYNC) this._settle(r);
+      else if (r.kind === Kind.GET && r.sent && r.req <= this._ack) {
+        this._settle(r, void 0, connectionLost("the answer was lost with the connection"));
+      }
+    }
+    conn.linked = true;
+    clearTimeout(conn.timer);
+    for (const r of this._pending.values()) {
+      if (r.req > this._ack) {
+        r.sent = true;
+        this._write(conn, r.data);
+      }
+    }
+    if (this.heartbeat) {
+      const hb = this.limits.hb;
+      conn.hb = typeof hb === "number" && hb > 0 ? Math.min(this.heartbeat, hb) : this.heartbeat;
+      this._beat(conn);
+    }
+    this._setStatus("ready");
+    if (!this._welcomed) {
+      this._welcomed = true;
+      this._readyResolve(this);
+    }
+    this._changed(changed);
+  }
+  _handle(conn, { kind, fields, data }) {
+    switch (kind) {
+      case Kind.RESULT: {
+        const [seq, ack, d, req, res] = fields;
+        this._clock(seq, d, ack);
+        const r = this._pending.get(req);
+        if (r) {
+          if (res === -1) this._settle(r, void 0, outcomeUnknown("applied, but its result is no longer cached"));
+          else this._settle(r, res);
+        }
+        break;
+      }
+      case Kind.CLOCK:
+        this._clock(fields[0], fields[2], fields[1]);
+        break;
+      case Kind.SNAPSHOT: {
+        const [seq, ack, time, qt, mt, req] = fields;
+        if (time.length !== this._names.length) {
+          this._bad("SNAPSHOT of a wrong size");
+          break;
+        }
+        const changed = this._reset(this._names, time, qt, mt, seq);
+        this._setAck(ack);
+        const r = this._pending.get(req);
+        if (r && r.kind === Kind.SYNC) this._settle(r);
+        this._changed(changed);
+        break;
+      }
+      case Kind.SCHEMA: {
+        const checked = namesAndTime(data.names, data.time);
+        if (!checked) {
+          this._bad("malformed SCHEMA");
+          break;
+        }
+        if (isMap(data.schema)) this.schema = data.schema;
+        this._changed(this._reset(checked[0], checked[1], data.qt, data.mt, data.seq));
+        break;
+      }
+      case Kind.PAYLOAD:
+        this._payload(conn, fields);
+        break;
+      case Kind.VALUE: {
+        const r = this._pending.get(fields[0]);
+        if (r && r.kind === Kind.GET) this._settle(r, fields[1]);
+        break;
+      }
+      case Kind.PING:
+        this._write(conn, encodeFrame([Kind.PONG, fields[0]]));
+        break;
+      case Kind.ERROR: {
+        const [req, code, msg, , detail] = fields;
+        const r = req == null ? void 0 : this._pending.get(req);
+        if (r) {
+          this._settle(r, void 0, new RpcError(msg, code, void 0, detail ?? void 0));
+          this._setAck(req);
+        } else {
+          this._error(fields);
+        }
+        break;
+      }
+      case Kind.BYE:
+        throw new Lost(`the server said bye: ${fields[0]} ${fields[1]}`);
+      default:
+    }
+  }
+  /** An ERROR naming no pending request: a fatal one (or any before WELCOME) ends the link. */
+  _error([, code, msg, fatal, detail]) {
+    const err = new RpcError(msg, code, void 0, detail ?? void 0);
+    if (fatal || !this._conn.linked) throw new Lost(`server error ${code}: ${msg}`, !NO_RETRY.has(code), err);
+    console.warn(`am.js client ${this.id}: server error ${code}: ${msg}`);
+  }
+  /** A CLOCK or RESULT: check seq and the checksum (B6), or resync. */
+  _clock(seq, d, ack) {
+    if (!this._resyncing) {
+      if (d === null) {
+        if (seq !== this._seq) this._resync(`seq ${seq} without a delta after ${this._seq}`);
+      } else if (!this._apply(seq, d)) {
+        this._resync(`gap or bad checksum at seq ${seq} (had ${this._seq})`);
+      }
+    }
+    this._setAck(ack);
+  }
+  /** protocol.Mirror.apply: false (nothing changed) on a gap, a bad index or checksum. */
+  _apply(seq, [pairs, dqt, dmt, sum]) {
+    if (seq !== this._seq + 1) return false;
+    const ticks = [...this._ticks];
+    const changed = [];
+    for (let k = 0; k < pairs.length; k += 2) {
+      const i = pairs[k];
+      if (i >= ticks.length) return false;
+      ticks[i] += pairs[k + 1];
+      if (pairs[k + 1]) changed.push(this._names[i]);
+    }
+    const qt = this._qt + dqt;
+    const mt = this._mt + dmt;
+    if (checksum(ticks, qt, mt) !== sum) return false;
+    this._ticks = ticks;
+    this._qt = qt;
+    this._mt = mt;
+    this._seq = seq;
+    this._changed(changed);
+    return true;
+  }
+  /** Take a full clock (WELCOME, SNAPSHOT, SCHEMA); returns the names whose tick moved. */
+  _reset(names, time, qt, mt, seq) {
+    const before = new Map(this._names.map((n, i) => [n, this._ticks[i]]));
+    if (names !== this._names) {
+      this._names = [...names];
+      this._index = new Map(names.map((n, i) => [n, i]));
+    }
+    this._ticks = [...time];
+    this._qt = uint(qt) ? qt : 0;
+    this._mt = uint(mt) ? mt : 0;
+    this._seq = uint(seq) ? seq : 0;
+    this._resyncing = false;
+    return this._names.filter((n, i) => (before.get(n) ?? 0) !== this._ticks[i]);
+  }
+  /** A gap or a bad checksum: ignore deltas until the SNAPSHOT (B6). */
+  _resync(why) {
+    console.info(`am.js client ${this.id}: resync: ${why}`);
+    this._resyncing = true;
+    this.stats.resyncs += 1;
+    this._request([Kind.SYNC, 0]).catch(() => {
+    });
+  }
+  _setAck(ack) {
+    if (ack > this._ack) this._ack = ack;
+  }
+  _payload(conn, [token, name, data, source, sourceTx, dest]) {
+    let ok = false;
+    for (const cb of [...this._onPayload]) {
+      if (call(cb, { name, data, source, sourceTx, dest, token })) ok = true;
+    }
+    const code = ok ? [] : [ErrorCode.PAYLOAD];
+    this._write(conn, encodeFrame([Kind.PAYLOAD_ACK, token, ok, ...code]));
+  }
+  _changed(names) {
+    if (!names.length) return;
+    for (const cb of [...this._onChange]) call(cb, this, names);
+    this._waiters = this._waiters.filter((w) => {
+      try {
+        if (!w.test()) return true;
+        w.resolve();
+      } catch (err) {
+        w.reject(err);
+      }
+      return false;
+    });
+  }
+  /** Send PING after `hb` idle seconds; drop the link after 3 silent heartbeats (B9). */
+  _beat(conn) {
+    if (conn !== this._conn) return;
+    const hb = conn.hb;
+    const dead = 3 * hb * DEAD_MARGIN;
+    const t = now();
+    if (t - conn.lastRecv >= dead) {
+      this._lose(conn, new Lost(`no frame from the server for ${3 * hb}s`));
+      return;
+    }
+    if (t - conn.lastSent >= hb) {
+      conn.nonce += 1;
+      this._write(conn, encodeFrame([Kind.PING, conn.nonce]));
+    }
+    const next = Math.min(conn.lastRecv + dead, conn.lastSent + hb);
+    conn.timer = setTimeout(() => this._beat(conn), Math.max(next - now(), 1e-3) * 1e3);
+  }
+};
+function subscribe(set, cb) {
+  if (typeof cb !== "function") throw new TypeError("expected a function");
+  set.add(cb);
+  return () => set.delete(cb);
+}
+function call(cb, ...args) {
+  try {
+    cb(...args);
+    return true;
+  } catch (err) {
+    console.error("am.js: a callback failed", err);
+    return false;
+  }
+}
+function connect(url, opts = {}) {
+  return new RemoteMachine(url, opts);
+}
 export {
   ErrorCode,
   Kind,
@@ -1568,6 +2227,7 @@ export {
   SUBPROTOCOL,
   TypedArgs,
   argsOf,
+  connect,
   decodeFrame,
   encodeFrame,
   typedArgs
