@@ -1684,8 +1684,8 @@ var RemoteMachine = class {
     this._onPayload = /* @__PURE__ */ new Set();
     this._onStatus = /* @__PURE__ */ new Set();
     this._welcomed = false;
-    this.ready = new Promise((resolve, reject) => {
-      this._readyResolve = resolve;
+    this.ready = new Promise((resolve2, reject) => {
+      this._readyResolve = resolve2;
       this._readyReject = reject;
     });
     this.ready.catch(() => {
@@ -1743,7 +1743,7 @@ var RemoteMachine = class {
     if (!this._welcomed) await this.ready;
     if (test()) return;
     if (this._closed) throw connectionLost("the client is closed");
-    await new Promise((resolve, reject) => this._waiters.push({ test, resolve, reject }));
+    await new Promise((resolve2, reject) => this._waiters.push({ test, resolve: resolve2, reject }));
   }
   onChange(cb) {
     return subscribe(this._onChange, cb);
@@ -1804,8 +1804,8 @@ var RemoteMachine = class {
     const data = encodeFrame(frame);
     this._nextReq = req;
     let r;
-    const promise = new Promise((resolve, reject) => {
-      r = { req, kind: frame[0], data, sent: false, resolve, reject, timer: null };
+    const promise = new Promise((resolve2, reject) => {
+      r = { req, kind: frame[0], data, sent: false, resolve: resolve2, reject, timer: null };
     });
     this._pending.set(req, r);
     if (this.callTimeout) {
@@ -1836,9 +1836,9 @@ var RemoteMachine = class {
     if (!conn) return;
     const ws = conn.ws;
     if (ws.readyState === 1) {
-      const closed = new Promise((resolve) => {
-        ws.addEventListener("close", resolve);
-        setTimeout(resolve, 1e3);
+      const closed = new Promise((resolve2) => {
+        ws.addEventListener("close", resolve2);
+        setTimeout(resolve2, 1e3);
       });
       ws.send(encodeFrame([Kind.BYE, 1e3, "bye"]));
       ws.close(1e3, "bye");
@@ -2218,17 +2218,895 @@ function call(cb, ...args) {
 function connect(url, opts = {}) {
   return new RemoteMachine(url, opts);
 }
+
+// src/machine.js
+var EXECUTED = 0;
+var CANCELED = 1;
+var ADD = "add";
+var REMOVE = "remove";
+var SET = "set";
+var StateUnknownError = class extends Error {
+  constructor(name, machId) {
+    super(`state ${JSON.stringify(name)} is not in the schema of ${machId}`);
+    this.name = "StateUnknownError";
+    this.state = name;
+  }
+};
+var RELS = ["require", "add", "remove"];
+function parseSchema(schema) {
+  const out = {};
+  const names = Object.keys(schema);
+  for (const name of names) {
+    const st = schema[name] || {};
+    for (const key of Object.keys(st)) {
+      if (key === "auto" || key === "after") {
+        if (st[key] && (key === "auto" || st[key].length)) {
+          throw new Error(`state ${name}: "${key}" is not supported by the page machine`);
+        }
+      } else if (!["multi", "tags", ...RELS].includes(key)) {
+        throw new Error(`state ${name}: unknown field "${key}"`);
+      }
+    }
+    const d = { multi: !!st.multi, tags: [...st.tags || []] };
+    for (const rel of RELS) d[rel] = [...new Set(st[rel] || [])];
+    d.remove = d.remove.filter((r) => r !== name && !d.add.includes(r));
+    for (const rel of RELS) {
+      for (const r of d[rel]) {
+        if (!(r in schema) && r !== "Exception") {
+          throw new Error(`state ${name}: ${rel} names the unknown state ${r}`);
+        }
+      }
+    }
+    if (d.require.some((r) => d.remove.includes(r))) {
+      throw new Error(`state ${name}: require-remove conflict`);
+    }
+    out[name] = d;
+  }
+  if (!("Exception" in out)) out.Exception = { multi: true, tags: [], require: [], add: [], remove: [] };
+  return out;
+}
+function compile(schema) {
+  const names = Object.keys(schema);
+  const index = new Map(names.map((n, i) => [n, i]));
+  const defs = names.map((n) => schema[n]);
+  const c = {
+    names,
+    index,
+    n: names.length,
+    require: defs.map((d) => d.require.map((r) => index.get(r) ?? -1)),
+    add: defs.map((d) => d.add.map((r) => index.get(r))),
+    remove: defs.map((d) => new Set(d.remove.map((r) => index.get(r)))),
+    multi: defs.map((d) => d.multi)
+  };
+  c.removeOf = names.map(() => /* @__PURE__ */ new Set());
+  c.remove.forEach((set, i) => set.forEach((j) => c.removeOf[j].add(i)));
+  const closure = c.require.map((r) => new Set(r.filter((x) => x >= 0)));
+  let changed = true;
+  while (changed) {
+    changed = false;
+    closure.forEach((set, i) => {
+      for (const j of [...set]) for (const k of closure[j]) if (!set.has(k)) {
+        set.add(k);
+        changed = true;
+      }
+    });
+  }
+  c.requireCycle = closure.some((set, i) => set.has(i));
+  closure.forEach((set, i) => set.delete(i));
+  c.reqPred = closure;
+  c.reqEdge = /* @__PURE__ */ new Set();
+  c.require.forEach((r, i) => {
+    if (r.length) {
+      c.reqEdge.add(i);
+      r.forEach((x) => x >= 0 && c.reqEdge.add(x));
+    }
+  });
+  return c;
+}
+function requireFilter(c, lst) {
+  for (; ; ) {
+    const set = new Set(lst);
+    const drop = lst.filter((s) => c.require[s].some((r) => !set.has(r)));
+    if (!drop.length) return lst;
+    lst = lst.filter((s) => !drop.includes(s));
+  }
+}
+function removeWalk(c, lst) {
+  const set = new Set(lst);
+  const dropped = /* @__PURE__ */ new Set();
+  for (let k = lst.length - 1; k >= 0; k--) {
+    const x = lst[k];
+    for (const r of c.removeOf[x]) {
+      if (set.has(r) && !dropped.has(r)) {
+        dropped.add(x);
+        break;
+      }
+    }
+  }
+  return dropped.size ? lst.filter((s) => !dropped.has(s)) : lst;
+}
+function addHop(c, scan, lst, applies, exclude) {
+  const out = [...lst];
+  const set = new Set(lst);
+  for (const s of scan) {
+    if (!applies(s)) continue;
+    for (const a of c.add[s]) {
+      if (!set.has(a) && !exclude.has(a)) {
+        out.push(a);
+        set.add(a);
+      }
+    }
+  }
+  return out;
+}
+function same(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+function resolve(c, base, active, reactivate, exclude) {
+  const applies = (s) => !active.has(s) || reactivate.has(s);
+  let lst = addHop(c, base, base, applies, exclude);
+  lst = requireFilter(c, lst);
+  lst = removeWalk(c, lst);
+  for (let i = 0; i < c.n + 2; i++) {
+    const survivorsRm = /* @__PURE__ */ new Set();
+    for (const s of lst) c.remove[s].forEach((r) => survivorsRm.add(r));
+    let next = addHop(c, lst, lst, applies, exclude);
+    if (next.length === lst.length) {
+      lst = requireFilter(c, lst);
+      break;
+    }
+    next = [...next.slice(lst.length).reverse(), ...lst];
+    next = next.filter((s) => !survivorsRm.has(s));
+    next = requireFilter(c, next);
+    next = removeWalk(c, next);
+    next = requireFilter(c, next);
+    if (same(next, lst)) break;
+    lst = next;
+  }
+  return sortStates(c, lst);
+}
+function sortStates(c, lst) {
+  if (lst.length < 2) return lst;
+  const set = new Set(lst);
+  if (!c.requireCycle && lst.some((s) => c.reqEdge.has(s))) {
+    const free = lst.filter((s) => !c.reqEdge.has(s));
+    let bound = lst.filter((s) => c.reqEdge.has(s));
+    if (bound.some((s) => [...c.reqPred[s]].some((p) => set.has(p)))) bound = topo(bound, c.reqPred, set);
+    lst = [...free, ...bound];
+  }
+  return lst;
+}
+function topo(lst, pred, set) {
+  const out = [];
+  const emitted = /* @__PURE__ */ new Set();
+  const remaining = [...lst];
+  while (remaining.length) {
+    let pick = 0;
+    for (let k = 0; k < remaining.length; k++) {
+      if (![...pred[remaining[k]]].some((p) => set.has(p) && !emitted.has(p))) {
+        pick = k;
+        break;
+      }
+    }
+    const [s] = remaining.splice(pick, 1);
+    out.push(s);
+    emitted.add(s);
+  }
+  return out;
+}
+var Machine = class {
+  constructor(schema, { id = "page", handlers = [] } = {}) {
+    this.id = id;
+    this.schema = parseSchema(schema);
+    this._c = compile(this.schema);
+    this.names = this._c.names;
+    this.ticks = this.names.map(() => 0);
+    this.queueTick = 1;
+    this.machineTick = 0;
+    this.err = null;
+    this._active = /* @__PURE__ */ new Set();
+    this._activeList = [];
+    this._queue = [];
+    this._pending = 0;
+    this._busy = false;
+    this._txId = 0;
+    this._handlers = [];
+    this._listeners = /* @__PURE__ */ new Set();
+    this._waiters = [];
+    for (const h of Array.isArray(handlers) ? handlers : [handlers]) this.bindHandlers(h);
+  }
+  bindHandlers(obj) {
+    if (obj) this._handlers.push(obj);
+  }
+  // ---- reading
+  _idx(name) {
+    const i = this._c.index.get(name);
+    if (i === void 0) throw new StateUnknownError(name, this.id);
+    return i;
+  }
+  is1(name) {
+    return (this.ticks[this._idx(name)] & 1) === 1;
+  }
+  is(names) {
+    return names.every((n) => this.is1(n));
+  }
+  not1(name) {
+    return !this.is1(name);
+  }
+  any1(...names) {
+    return names.some((n) => this.is1(n));
+  }
+  tick(name) {
+    return this.ticks[this._idx(name)];
+  }
+  time() {
+    return [...this.ticks];
+  }
+  activeStates() {
+    return this.names.filter((n, i) => this.ticks[i] & 1);
+  }
+  has1(name) {
+    return this._c.index.has(name);
+  }
+  /** cb(machine, changedNames) after every transition that changed a tick. */
+  onChange(cb) {
+    this._listeners.add(cb);
+    return () => this._listeners.delete(cb);
+  }
+  _when(pred) {
+    if (pred()) return Promise.resolve();
+    return new Promise((resolve2) => this._waiters.push({ pred, resolve: resolve2 }));
+  }
+  when1(name) {
+    this._idx(name);
+    return this._when(() => this.is1(name));
+  }
+  whenNot1(name) {
+    this._idx(name);
+    return this._when(() => this.not1(name));
+  }
+  whenTick(name, n) {
+    this._idx(name);
+    return this._when(() => this.tick(name) >= n);
+  }
+  // ---- mutations
+  add1(name, args, source) {
+    return this.mutate(ADD, [name], args, source);
+  }
+  add(names, args, source) {
+    return this.mutate(ADD, names, args, source);
+  }
+  remove1(name, args, source) {
+    return this.mutate(REMOVE, [name], args, source);
+  }
+  remove(names, args, source) {
+    return this.mutate(REMOVE, names, args, source);
+  }
+  set(names, args, source) {
+    return this.mutate(SET, names, args, source);
+  }
+  toggle1(name, args, source) {
+    return this.mutate("toggle", [name], args, source);
+  }
+  toggle(names, args, source) {
+    return this.mutate("toggle", names, args, source);
+  }
+  /** Add Exception (and `state`, if given) with args.err = err. */
+  addErr(err, args, state) {
+    this.err = err;
+    const names = state ? [state, "Exception"] : ["Exception"];
+    return this.mutate(ADD, names, { ...args || {}, err });
+  }
+  /** Apply a mutation; `op` is "add", "remove", "set" or "toggle". Returns EXECUTED,
+   * CANCELED, or (from a handler) the queue tick (>= 2) at which it will run. */
+  mutate(op, names, args, source = null) {
+    const called = [];
+    for (const n of names) {
+      const i = this._idx(n);
+      if (!called.includes(i)) called.push(i);
+    }
+    let type = op;
+    if (op === "toggle") type = called.length && called.every((s) => this._active.has(s)) ? REMOVE : ADD;
+    else if (![ADD, REMOVE, SET].includes(op)) throw new Error(`unknown mutation type ${op}`);
+    const mut = { type, called, args: args || null, source, prepended: false };
+    if (this._busy) {
+      if (type === REMOVE && !this._queue.length && !called.some((s) => this._active.has(s))) return EXECUTED;
+      if (!args && !called.some((s) => this._c.multi[s]) && this._isDuplicate(type, called)) return EXECUTED;
+      this._pending += 1;
+      mut.queueTick = this.queueTick + this._pending;
+      this._queue.push(mut);
+      return mut.queueTick;
+    }
+    this._busy = true;
+    const before = this.time();
+    let result;
+    try {
+      this.queueTick += 1;
+      result = this._process(mut);
+      this._drain();
+    } finally {
+      this._busy = false;
+    }
+    this._notify(before);
+    return result;
+  }
+  _isDuplicate(type, called) {
+    const key = [...called].sort().join(",");
+    let found = false;
+    for (const m of this._queue) {
+      if (found) {
+        if (m.type !== type && (m.type === SET || m.called.some((s) => called.includes(s)))) return false;
+      } else if (m.type === type && [...m.called].sort().join(",") === key && !m.args) {
+        found = true;
+      }
+    }
+    return found;
+  }
+  _drain() {
+    while (this._queue.length) {
+      const mut = this._queue.shift();
+      if (!mut.prepended) {
+        this._pending -= 1;
+        this.queueTick += 1;
+      }
+      this._process(mut);
+    }
+  }
+  _notify(before) {
+    const changed = this.names.filter((_, i) => this.ticks[i] !== before[i]);
+    if (!changed.length) return;
+    for (const cb of [...this._listeners]) {
+      try {
+        cb(this, changed);
+      } catch (e) {
+        console.error("am.js: onChange callback failed", e);
+      }
+    }
+    const waiters = this._waiters;
+    this._waiters = [];
+    for (const w of waiters) {
+      if (w.pred()) w.resolve();
+      else this._waiters.push(w);
+    }
+  }
+  _handlersFor(name) {
+    const out = [];
+    for (const h of this._handlers) if (typeof h[name] === "function") out.push(h);
+    return out;
+  }
+  /** Call the handlers of `name`; returns "ok", "veto" or "raised". */
+  _call(name, s, tx, final) {
+    for (const h of this._handlersFor(name)) {
+      let ret;
+      try {
+        ret = h[name]({ machine: this, name, state: s >= 0 ? this.names[s] : null, args: tx.args, source: tx.source, tx });
+      } catch (err) {
+        this._raised(tx, err, name);
+        return "raised";
+      }
+      if (ret === false && !final) return "veto";
+    }
+    return "ok";
+  }
+  _raised(tx, err, handler) {
+    this.err = err;
+    const e = this._c.index.get("Exception");
+    if (tx.called.includes(e)) return;
+    const args = { err, panic: { handler, called_states: tx.called.map((s) => this.names[s]) } };
+    this._queue.unshift({ type: ADD, called: [e], args, source: null, prepended: true });
+  }
+  _process(mut) {
+    const c = this._c;
+    const { type, called } = mut;
+    const active = this._active;
+    const alist = this._activeList;
+    const cset = new Set(called);
+    const tx = { id: `${this.id}-${++this._txId}`, type, called, args: mut.args || {}, source: mut.source };
+    let base, reactivate = /* @__PURE__ */ new Set();
+    if (type === ADD) {
+      base = [...called, ...alist.filter((s) => !cset.has(s))];
+      reactivate = new Set(called.filter((s) => c.multi[s]));
+    } else if (type === REMOVE) {
+      base = alist.filter((s) => !cset.has(s));
+    } else {
+      base = [...called];
+      reactivate = new Set(called.filter((s) => c.multi[s]));
+    }
+    const target = resolve(c, base, active, reactivate, type === REMOVE ? cset : /* @__PURE__ */ new Set());
+    const tset = new Set(target);
+    if (type !== REMOVE && called.some((s) => !tset.has(s))) return CANCELED;
+    const exits = sortStates(c, alist.filter((s) => !tset.has(s)));
+    const enters = target.filter((s) => !active.has(s) || reactivate.has(s));
+    for (const s of exits) {
+      if (this._call(`${c.names[s]}_exit`, s, tx, false) !== "ok") return CANCELED;
+    }
+    for (const s of enters) {
+      if (this._call(`${c.names[s]}_enter`, s, tx, false) !== "ok") return CANCELED;
+    }
+    const ticks = [...this.ticks];
+    for (const s of exits) ticks[s] += 1;
+    for (const s of enters) ticks[s] += active.has(s) ? 2 : 1;
+    this.ticks = ticks;
+    this._active = tset;
+    this._activeList = target;
+    let raised = false;
+    for (const s of exits) {
+      if (this._call(`${c.names[s]}_end`, s, tx, true) === "raised") {
+        this._rollback(enters, 0);
+        raised = true;
+        break;
+      }
+    }
+    if (!raised) {
+      for (let k = 0; k < enters.length; k++) {
+        const s = enters[k];
+        if (this._call(`${c.names[s]}_state`, s, tx, true) === "raised") {
+          this._rollback(enters, k);
+          raised = true;
+          break;
+        }
+      }
+    }
+    if (!raised) return EXECUTED;
+    if (type === REMOVE) return called.some((s) => this._active.has(s)) ? CANCELED : EXECUTED;
+    return target.every((s) => this._active.has(s)) ? EXECUTED : CANCELED;
+  }
+  _rollback(enters, start) {
+    const c = this._c;
+    const ticks = [...this.ticks];
+    const active = new Set(this._active);
+    for (const s of enters.slice(start)) {
+      if (active.has(s)) {
+        ticks[s] += 1;
+        active.delete(s);
+      }
+    }
+    for (; ; ) {
+      const lost = [...active].filter((s) => c.require[s].some((r) => !active.has(r))).sort((a, b) => a - b);
+      if (!lost.length) break;
+      for (const s of lost) {
+        ticks[s] += 1;
+        active.delete(s);
+      }
+    }
+    this.ticks = ticks;
+    this._active = active;
+    this._activeList = this._activeList.filter((s) => active.has(s));
+  }
+};
+
+// src/host.js
+var OPS = ["add", "remove", "set", "toggle"];
+var FINAL_RELAY = /* @__PURE__ */ new Set([ErrorCode.NOT_ALLOWED, ErrorCode.BAD_TARGET]);
+var RESULT_CACHE = 1024;
+var SESSION_TTL_MS = 6e4;
+var LIMITS = { frame: 1 << 20, args: 1 << 16, args_depth: 32, inflight: 256, hb: 5, push: 5e-3 };
+function randomHex(bytes) {
+  const a = new Uint8Array(bytes);
+  globalThis.crypto.getRandomValues(a);
+  return [...a].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+function wireSchema(schema, names) {
+  const out = {};
+  for (const name of names) {
+    const st = schema[name] || {};
+    const d = {};
+    if (st.multi) d.multi = true;
+    for (const rel of ["require", "add", "remove"]) if (st[rel] && st[rel].length) d[rel] = [...st[rel]];
+    if (st.tags && st.tags.length) d.tags = [...st.tags];
+    out[name] = d;
+  }
+  return out;
+}
+function host(options) {
+  return new Host(options);
+}
+var Host = class {
+  constructor({ id, schema, handlers = [], relay, listen = null, WebSocket = globalThis.WebSocket, pushInterval = 5 }) {
+    if (!id || !relay) throw new Error("host() needs an id and a relay URL");
+    this.id = id;
+    this.machine = new Machine(schema, { id, handlers });
+    this.relay = relay.replace(/\/$/, "");
+    this.listen = listen;
+    this.epoch = randomHex(8);
+    this.pushInterval = pushInterval;
+    this.stopped = false;
+    this.lastError = null;
+    this._WS = WebSocket;
+    this._sessions = /* @__PURE__ */ new Map();
+    this._attempt = 0;
+    this._pushTimer = null;
+    this._payloadToken = 0;
+    this.machine.onChange(() => this._schedulePush());
+    this._openIdle();
+  }
+  // ---- the page machine
+  is1(n) {
+    return this.machine.is1(n);
+  }
+  is(ns) {
+    return this.machine.is(ns);
+  }
+  not1(n) {
+    return this.machine.not1(n);
+  }
+  any1(...ns) {
+    return this.machine.any1(...ns);
+  }
+  tick(n) {
+    return this.machine.tick(n);
+  }
+  time() {
+    return this.machine.time();
+  }
+  activeStates() {
+    return this.machine.activeStates();
+  }
+  when1(n) {
+    return this.machine.when1(n);
+  }
+  whenNot1(n) {
+    return this.machine.whenNot1(n);
+  }
+  whenTick(n, t) {
+    return this.machine.whenTick(n, t);
+  }
+  onChange(cb) {
+    return this.machine.onChange(cb);
+  }
+  add1(n, args) {
+    return this.machine.add1(n, args);
+  }
+  add(ns, args) {
+    return this.machine.add(ns, args);
+  }
+  remove1(n, args) {
+    return this.machine.remove1(n, args);
+  }
+  remove(ns, args) {
+    return this.machine.remove(ns, args);
+  }
+  set(ns, args) {
+    return this.machine.set(ns, args);
+  }
+  toggle1(n, args) {
+    return this.machine.toggle1(n, args);
+  }
+  /** The number of connected aRPC sessions. */
+  get sessions() {
+    let n = 0;
+    for (const s of this._sessions.values()) if (s.ws) n += 1;
+    return n;
+  }
+  /** Send a payload to every connected session, or to `dest` (a sid or a client id). */
+  sendPayload(name, data, { dest = null } = {}) {
+    let sent = 0;
+    for (const s of this._sessions.values()) {
+      if (!s.ws || dest && dest !== s.sid && dest !== s.clientId) continue;
+      s.send([Kind.PAYLOAD, ++this._payloadToken, name, data, this.id, "", s.clientId]);
+      sent += 1;
+    }
+    return sent;
+  }
+  /** Close every tunnel and stop offering new ones. */
+  async stop() {
+    this.stopped = true;
+    if (this._idle) this._idle.close(1e3);
+    for (const s of this._sessions.values()) s.close(1001, "the page host stopped");
+    this._sessions.clear();
+  }
+  // ---- tunnels
+  _openIdle() {
+    if (this.stopped) return;
+    const url = `${this.relay}/listen/${this.id}${this.listen ? `/${this.listen}` : ""}`;
+    const ws = new this._WS(url, SUBPROTOCOL);
+    ws.binaryType = "arraybuffer";
+    this._idle = ws;
+    let session = null;
+    ws.onmessage = (ev) => {
+      if (session) {
+        session.receive(ev.data);
+        return;
+      }
+      let f;
+      try {
+        f = decodeFrame(ev.data);
+      } catch {
+        return;
+      }
+      if (f[0] === Kind.RELAY_BRIDGED) {
+        this._attempt = 0;
+        session = new Session(this, ws, String(f[1]));
+        if (this._idle === ws) this._idle = null;
+        this._openIdle();
+      } else if (f[0] === Kind.RELAY_ERROR) {
+        this.lastError = { code: f[1], message: f[2] };
+        console.warn(`am.js host ${this.id}: relay error ${f[1]}: ${f[2]}`);
+        if (FINAL_RELAY.has(f[1])) this.stopped = true;
+      }
+    };
+    ws.onclose = () => {
+      if (session) {
+        session.detach(ws);
+        return;
+      }
+      if (this._idle !== ws) return;
+      this._idle = null;
+      if (this.stopped) return;
+      const delay = Math.min(1e4, 250 * 2 ** this._attempt++);
+      setTimeout(() => this._openIdle(), delay);
+    };
+    ws.onerror = () => {
+    };
+  }
+  _schedulePush() {
+    if (this._pushTimer !== null) return;
+    this._pushTimer = setTimeout(() => {
+      this._pushTimer = null;
+      for (const s of this._sessions.values()) s.push();
+    }, this.pushInterval);
+  }
+  _expire() {
+    const now2 = Date.now();
+    for (const [sid, s] of this._sessions) {
+      if (!s.ws && now2 - s.lostAt > SESSION_TTL_MS) this._sessions.delete(sid);
+    }
+  }
+};
+var Session = class {
+  constructor(host2, ws, peer) {
+    this.host = host2;
+    this.ws = ws;
+    this.peer = peer;
+    this.sid = null;
+    this.clientId = null;
+    this.seq = 0;
+    this.ack = 0;
+    this.base = null;
+    this.qt = 0;
+    this.mt = 0;
+    this.tracked = null;
+    this.results = /* @__PURE__ */ new Map();
+    this.lostAt = 0;
+  }
+  send(frame) {
+    if (this.ws && this.ws.readyState === 1) this.ws.send(encodeFrame(frame));
+  }
+  close(code = 1e3, reason = "") {
+    if (this.ws) try {
+      this.ws.close(code, reason);
+    } catch {
+    }
+    this.ws = null;
+  }
+  detach(ws) {
+    if (this.ws === ws) {
+      this.ws = null;
+      this.lostAt = Date.now();
+    }
+    if (!this.sid) return;
+    this.host._expire();
+  }
+  error(req, code, message, fatal = false) {
+    this.send([Kind.ERROR, req ?? null, code, message, fatal]);
+    if (fatal) this.close(code === ErrorCode.VERSION || code === ErrorCode.HANDSHAKE ? 1002 : 1e3);
+  }
+  receive(data) {
+    if (typeof data === "string") {
+      this.close(1003, "text messages are not accepted");
+      return;
+    }
+    let f;
+    try {
+      f = decodeFrame(data);
+    } catch (err) {
+      this.error(null, ErrorCode.MALFORMED, `not a frame: ${err.message}`);
+      return;
+    }
+    try {
+      this.frame(f);
+    } catch (err) {
+      console.error(`am.js host ${this.host.id}: frame ${f[0]} failed`, err);
+      this.error(Number.isInteger(f[1]) ? f[1] : null, ErrorCode.INTERNAL, String(err && err.message));
+    }
+  }
+  frame(f) {
+    const kind = f[0];
+    if (this.sid === null && kind !== Kind.HELLO) {
+      this.error(null, ErrorCode.HANDSHAKE, "HELLO must come first", true);
+      return;
+    }
+    switch (kind) {
+      case Kind.HELLO:
+        return this.hello(f[1]);
+      case Kind.MUTATE:
+        return this.mutate(f);
+      case Kind.SYNC:
+        return this.snapshot(f[1]);
+      case Kind.GET:
+        return this.get(f[1], f[2]);
+      case Kind.PING:
+        return this.send([Kind.PONG, f[1]]);
+      case Kind.PONG:
+      case Kind.PAYLOAD_ACK:
+      case Kind.ERROR:
+        return void 0;
+      case Kind.BYE:
+        this.host._sessions.delete(this.sid);
+        this.close(1e3, "bye");
+        return void 0;
+      default:
+        this.error(Number.isInteger(f[1]) ? f[1] : null, ErrorCode.UNKNOWN_KIND, `frame kind ${kind} is unknown or not allowed`);
+        return void 0;
+    }
+  }
+  view() {
+    const ticks = this.host.machine.ticks;
+    return ticks.map((t, i) => this.tracked[i] ? t : 0);
+  }
+  hello(h) {
+    const host2 = this.host;
+    const m = host2.machine;
+    if (this.sid !== null) {
+      this.error(null, ErrorCode.HANDSHAKE, "HELLO repeated", true);
+      return;
+    }
+    if (!h || typeof h !== "object") {
+      this.error(null, ErrorCode.HANDSHAKE, "HELLO must be a map", true);
+      return;
+    }
+    if (h.proto !== PROTO) {
+      this.error(null, ErrorCode.VERSION, `unsupported proto ${h.proto}`, true);
+      return;
+    }
+    if (typeof h.id !== "string" || !/^[A-Za-z0-9._-]{1,128}$/.test(h.id)) {
+      this.error(null, ErrorCode.HANDSHAKE, "bad client id", true);
+      return;
+    }
+    let resumed = false;
+    const r = h.resume;
+    const old = r && r.epoch === host2.epoch ? host2._sessions.get(r.sid) : null;
+    if (old && old !== this) {
+      old.close(1e3, "resumed elsewhere");
+      Object.assign(this, { sid: old.sid, seq: old.seq, ack: old.ack, results: old.results });
+      resumed = true;
+    } else {
+      this.sid = randomHex(16);
+    }
+    this.clientId = h.id;
+    const allow = Array.isArray(h.allow) ? new Set(h.allow) : null;
+    const skip = new Set(Array.isArray(h.skip) ? h.skip : []);
+    this.tracked = m.names.map((n) => (allow === null || allow.has(n)) && !skip.has(n));
+    host2._sessions.set(this.sid, this);
+    this.base = this.view();
+    this.qt = m.queueTick;
+    this.mt = m.machineTick;
+    this.seq += 1;
+    this.send([Kind.WELCOME, {
+      proto: PROTO,
+      sid: this.sid,
+      epoch: host2.epoch,
+      resumed,
+      id: host2.id,
+      parent: null,
+      tags: [],
+      names: m.names,
+      schema: wireSchema(m.schema, m.names),
+      complete: true,
+      hash: new Uint8Array(16),
+      time: this.base,
+      qt: this.qt,
+      mt: this.mt,
+      seq: this.seq,
+      ack: this.ack,
+      limits: LIMITS,
+      grant: { mutable: m.names, payloads: true, getters: ["export", "tags"] }
+    }]);
+    if (resumed) {
+      for (const req of r.pending || []) {
+        if (req > this.ack) continue;
+        const res = this.results.has(req) ? this.results.get(req) : -1;
+        this.send([Kind.RESULT, this.seq, this.ack, null, req, res]);
+      }
+    }
+  }
+  mutate(f) {
+    const [, req, op, idxs, args, flags, src] = f;
+    const m = this.host.machine;
+    if (!Number.isInteger(req) || !Number.isInteger(op) || op < 0 || op > 3 || !Array.isArray(idxs)) {
+      this.error(Number.isInteger(req) ? req : null, ErrorCode.BAD_FIELD, "MUTATE: bad fields");
+      return;
+    }
+    if (req <= this.ack) {
+      this.error(req, ErrorCode.REQ_ORDER, `req ${req} did not increase`);
+      return;
+    }
+    if (args != null && (typeof args !== "object" || Array.isArray(args))) {
+      this.error(req, ErrorCode.BAD_ARGS, "args must be a map");
+      return;
+    }
+    const seen = /* @__PURE__ */ new Set();
+    for (const i of idxs) {
+      if (!Number.isInteger(i) || i < 0 || i >= m.names.length || seen.has(i)) {
+        this.error(req, ErrorCode.UNKNOWN_STATE, `index ${i} is out of range or repeated`);
+        return;
+      }
+      seen.add(i);
+    }
+    const names = idxs.map((i) => m.names[i]);
+    const source = {
+      machId: Array.isArray(src) && typeof src[0] === "string" ? src[0] : this.clientId,
+      txId: Array.isArray(src) && typeof src[1] === "string" ? src[1] : "",
+      machTime: Array.isArray(src) && Number.isInteger(src[2]) ? src[2] : 0,
+      sessionId: this.sid
+    };
+    let res;
+    if (flags & 2) {
+      res = m.addErr(args && args.err, args, m.has1("ErrOnClient") ? "ErrOnClient" : void 0);
+    } else {
+      res = m.mutate(OPS[op], names, args, source);
+    }
+    this.ack = req;
+    this.results.set(req, res);
+    if (this.results.size > RESULT_CACHE) this.results.delete(this.results.keys().next().value);
+    if (flags & 1) return;
+    const d = this.delta();
+    if (d) this.seq += 1;
+    this.send([Kind.RESULT, this.seq, this.ack, d, req, res]);
+  }
+  /** The delta from the last sent clock to now (the base moves), or null. */
+  delta() {
+    const m = this.host.machine;
+    const now2 = this.view();
+    const pairs = [];
+    now2.forEach((t, i) => {
+      if (t > this.base[i]) pairs.push(i, t - this.base[i]);
+    });
+    const dqt = Math.max(0, m.queueTick - this.qt);
+    const dmt = Math.max(0, m.machineTick - this.mt);
+    if (!pairs.length && !dqt && !dmt) return null;
+    this.base = now2;
+    this.qt += dqt;
+    this.mt += dmt;
+    return [pairs, dqt, dmt, checksum(now2, this.qt, this.mt)];
+  }
+  push() {
+    if (!this.ws || this.sid === null) return;
+    const d = this.delta();
+    if (!d) return;
+    this.seq += 1;
+    this.send([Kind.CLOCK, this.seq, this.ack, d]);
+  }
+  snapshot(req) {
+    const m = this.host.machine;
+    this.base = this.view();
+    this.qt = m.queueTick;
+    this.mt = m.machineTick;
+    this.seq += 1;
+    this.send([Kind.SNAPSHOT, this.seq, this.ack, this.base, this.qt, this.mt, Number.isInteger(req) ? req : null]);
+  }
+  get(req, name) {
+    const m = this.host.machine;
+    if (name === "tags") this.send([Kind.VALUE, req, []]);
+    else if (name === "export") this.send([Kind.VALUE, req, { id: this.host.id, names: m.names, time: m.time() }]);
+    else this.error(req, ErrorCode.UNSUPPORTED, `unknown getter ${JSON.stringify(name)}`);
+  }
+};
 export {
   ErrorCode,
+  Host,
   Kind,
+  Machine,
   Op,
   RemoteError,
   Result,
   SUBPROTOCOL,
+  StateUnknownError,
   TypedArgs,
   argsOf,
   connect,
   decodeFrame,
   encodeFrame,
+  host,
   typedArgs
 };
