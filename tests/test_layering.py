@@ -90,6 +90,7 @@ NO_IO = {"trio", "socket", "ssl", "urwid", "threading", "selectors"}
 NO_UI = {"urwid"}
 LOGIC_MODULES = [
     ("telemetry/_wire.py", NO_IO),
+    ("relay/_rules.py", NO_IO),
     ("dbg/model.py", NO_UI),
     ("dbg/view.py", NO_UI),
     ("dbg/recording.py", NO_UI),

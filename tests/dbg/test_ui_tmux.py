@@ -158,9 +158,13 @@ def test_04_first_and_last(dbg: Dbg) -> None:
     fx8(dbg)
     t = dbg.tmux
     t.keys("Home")
-    scr = t.wait_for("Paused | Initial machine schema", " Transition 0 / 7 (0 / 8) ")
+    # the next-tx bar is drawn with the same jump: wait for all three, then check
+    scr = t.wait_for(
+        "Paused | Initial machine schema",
+        " Transition 0 / 7 (0 / 8) ",
+        "Next | tx: 1 | Time: +1 | add: Start",
+    )
     assert "|0" in tree_line(scr, "Foo")
-    assert "Next | tx: 1 | Time: +1 | add: Start" in scr
     t.keys("End")
     scr = t.wait_for("Paused | tx: 8 | Time: +1 | add: Foo", " Transition 7 / 7 (8 / 8) ")
     assert "|3" in tree_line(scr, "Foo")
