@@ -195,7 +195,13 @@ def test_demo_output_is_deterministic() -> None:
 
 
 #: Examples that run as several processes; tests/test_examples_rpc.py runs them.
-MULTI_PROCESS = {"arpc_server", "arpc_client", "cli_daemon/daemon", "cli_daemon/cli"}
+MULTI_PROCESS = {
+    "arpc_server",
+    "arpc_client",
+    "cli_daemon/daemon",
+    "cli_daemon/cli",
+    "browser/server",  # tests/browser drives it in Chromium
+}
 
 
 def test_every_example_is_tested_and_documented() -> None:

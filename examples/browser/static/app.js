@@ -116,12 +116,12 @@ foo.onStatus(() => {
 });
 foo.onChange((mirror) => {
   renderStates(ui.fooStates, mirror.names, (n) => mirror.is1(n));
-  // a handler piped from foo's mirror: Bored became active (again)
+  // a handler piped from foo's mirror: Bored became active (again). One delta may hold
+  // both an activation and the deactivation (tick +2): count the odd ticks passed.
   const tick = mirror.tick("Bored");
-  if (tick !== boredTick) {
-    boredTick = tick;
-    if (tick % 2 === 1) addLine("foo is bored...");
-  }
+  const activations = Math.floor((tick + 1) / 2) - Math.floor((boredTick + 1) / 2);
+  boredTick = tick;
+  if (activations > 0) addLine("foo is bored...");
 });
 foo.ready.then(
   () => {
