@@ -12,7 +12,6 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-import time
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,8 +19,9 @@ from typing import Any
 import trio
 
 try:
-    from . import timing
+    from . import bench_rpc, timing
 except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import bench_rpc  # type: ignore[no-redef]
     import timing  # type: ignore[no-redef]
 
 MODES = ("direct-tcp", "direct-ws", "relay", "relay-inproc")
@@ -95,21 +95,7 @@ async def samples(n: int, mode: str, warmup: int = 200) -> list[float]:
         client = await stack.enter_async_context(rpc.connect(url, id="bench"))
         with trio.fail_after(10):
             await client.rpc.when1("Ready")
-        mach = client.mach
-        add, remove = mach.add1_remote, mach.remove1_remote
-        perf = time.perf_counter
-        out = []
-        for i in range(warmup + n):
-            t0 = perf()
-            res = await (add("Foo") if i % 2 == 0 else remove("Foo"))
-            dt = perf() - t0
-            if res != am.Result.EXECUTED:
-                raise RuntimeError(f"round trip {i}: {res!r}")
-            if i >= warmup:
-                out.append(dt)
-        if mach.time() != src.time():
-            raise RuntimeError("the mirror differs from the source after the loop")
-    return out
+        return await bench_rpc.timed_roundtrips(client.mach, src, n, warmup)
 
 
 def roundtrip(n: int, mode: str) -> RelayRoundTrip:

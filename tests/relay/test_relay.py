@@ -31,6 +31,13 @@ from trio_am.rpc.transport import (
 )
 
 MiB = 1024 * 1024
+#: the headers of a WebSocket upgrade request
+WS_HEADERS = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
 
 
 def unpack(data: bytes) -> Any:
@@ -161,16 +168,10 @@ async def test_51a_default_allows_no_dial() -> None:
 
 async def test_51b_origin_refused() -> None:
     async with target_server() as t, serve_relay(allow_dial={hostport(t.url)}) as relay:
-        ws_headers = {
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-            "Sec-WebSocket-Version": "13",
-        }
         status, _, body = await http_get(
             relay.addr,
             f"/dial/x1/{hostport(t.url)}",
-            {**ws_headers, "Origin": "http://evil.example"},
+            {**WS_HEADERS, "Origin": "http://evil.example"},
         )
         assert status == 403
         assert b"origin" in body
@@ -179,24 +180,18 @@ async def test_51b_origin_refused() -> None:
         assert t.accepted == 0
         # the relay's own origin is fine
         status, hdrs, _ = await http_get(
-            relay.addr, f"/dial/x1/{hostport(t.url)}", {**ws_headers, "Origin": relay.url}
+            relay.addr, f"/dial/x1/{hostport(t.url)}", {**WS_HEADERS, "Origin": relay.url}
         )
         assert status == 101, hdrs
 
 
 async def test_51b_allow_origin_list() -> None:
     async with serve_relay(allow_origin={"http://app.example:8000"}) as relay:
-        ws = {
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-            "Sec-WebSocket-Version": "13",
-        }
         ok, _, _ = await http_get(
-            relay.addr, "/dial/x/1.2.3.4:5", {**ws, "Origin": "http://app.example:8000"}
+            relay.addr, "/dial/x/1.2.3.4:5", {**WS_HEADERS, "Origin": "http://app.example:8000"}
         )
         bad, _, _ = await http_get(
-            relay.addr, "/dial/x/1.2.3.4:5", {**ws, "Origin": "http://app.example:8001"}
+            relay.addr, "/dial/x/1.2.3.4:5", {**WS_HEADERS, "Origin": "http://app.example:8001"}
         )
         assert (ok, bad) == (101, 403)
 
