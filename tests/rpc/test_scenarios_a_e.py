@@ -959,6 +959,21 @@ async def test_27_broadcast_nowait_ticks_payload_delivered(
     await assert_intact(src, server)
 
 
+async def test_27_forwarded_payload_keeps_its_source(src: am.Machine, server: rpc.Server) -> None:
+    cons1, got1 = consumer_machine("cons1")
+    async with rpc.connect(server.urls[TCP], id="c1", consumer=cons1, **client_kw()) as c1:
+        await ready(c1)
+        with trio.fail_after(2):
+            assert await server.send_payload("fwd", b"r", source="worker-7") == 1
+            assert server.send_payload_nowait("own", 2) == 1
+            await cons1.when_time1("ServerPayload", 3)
+        assert [(q.name, q.data, q.source) for q in got1] == [
+            ("fwd", b"r", "worker-7"),
+            ("own", 2, "src"),
+        ]
+    await assert_intact(src, server)
+
+
 async def test_27_refused_and_oversized_payloads(src: am.Machine, server: rpc.Server) -> None:
     async with rpc.connect(server.urls[TCP], id="nocons", **client_kw()) as client:
         await ready(client)

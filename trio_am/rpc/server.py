@@ -339,33 +339,44 @@ class Server:
         """Answer GET ``name`` with ``fn(session_info, params)`` (sync or async)."""
         self._getters[name] = fn
 
-    def send_payload_nowait(self, name: str, data: Any = None, *, dest: str | None = None) -> int:
+    def send_payload_nowait(
+        self, name: str, data: Any = None, *, dest: str | None = None, source: str | None = None
+    ) -> int:
         """Send a payload without waiting; returns how many sessions it was queued for.
         The outcome adds ``PayloadDelivered`` or ``ErrDelivery`` to :attr:`rpc`.
 
         With ``dest`` None inside a transition caused by a remote mutation, it goes back
         to that session only (the getter flow); otherwise to every session allowed
-        payloads (or to the sessions of client ``dest``).
+        payloads (or to the sessions of client ``dest``). ``source`` overrides the
+        payload's source (default: the served machine's id), e.g. to forward a payload
+        received from another machine unchanged.
 
         Raises:
             PayloadTooLargeError: the payload exceeds the frame limit.
             ArgsEncodeError: ``data`` cannot be encoded.
         """
-        targets, frames = self._payload_frames(name, data, dest)
+        targets, frames = self._payload_frames(name, data, dest, source)
         for sess, token, frame in frames:
             self._start_payload(sess, token, frame, None)
         return len(targets)
 
     async def send_payload(
-        self, name: str, data: Any = None, *, dest: str | None = None, timeout: float = 5.0
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        dest: str | None = None,
+        source: str | None = None,
+        timeout: float = 5.0,
     ) -> int:
         """Send a payload and wait for every acknowledgement; returns the count.
+        ``dest`` and ``source`` are as for :meth:`send_payload_nowait`.
 
         Raises:
             DeliveryError: a client refused it, or no ack came within ``timeout``.
             PayloadTooLargeError, ArgsEncodeError: before anything is sent.
         """
-        _, frames = self._payload_frames(name, data, dest)
+        _, frames = self._payload_frames(name, data, dest, source)
         waits = []
         for sess, token, frame in frames:
             ev = trio.Event()
@@ -447,7 +458,7 @@ class Server:
             sess.muts_log.append((entry[0], called, entry[2], entry[3], entry[4]))
 
     def _payload_frames(
-        self, name: str, data: Any, dest: str | None
+        self, name: str, data: Any, dest: str | None, source: str | None = None
     ) -> tuple[list[_Session], list[tuple[_Session, int, list[Any]]]]:
         src = self.source
         tx = src.transition
@@ -473,7 +484,7 @@ class Server:
         size_checked = False
         for sess in targets:
             self._token += 1
-            frame = [Kind.PAYLOAD, self._token, name, data, src.id, tx_id, dest]
+            frame = [Kind.PAYLOAD, self._token, name, data, source or src.id, tx_id, dest]
             if not size_checked:
                 size = len(_codec.encode(frame))
                 if size > self.limits.frame:
