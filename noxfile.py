@@ -60,9 +60,15 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Run the demo in examples/demo.py."""
+    """Run the workflow demo: an orchestrator and 4 worker processes over aRPC
+    (examples/workflow; extra arguments go to orchestrator.py, e.g. ``-- --help``)."""
     session.install(".")
-    session.run("python", "examples/demo.py", *session.posargs)
+    session.run(
+        "python",
+        "examples/workflow/orchestrator.py",
+        *session.posargs,
+        env={"EXIT_ON_COMPLETED": "1"},
+    )
 
 
 @nox.session
