@@ -205,12 +205,15 @@ MULTI_PROCESS = {
     "workflow/worker",
 }
 
+#: The pattern examples; tests/test_examples_small.py runs them and checks their output.
+SMALL = {"fan_out_in", "dag", "pipes_demo", "file_workflow"}
+
 
 def test_every_example_is_tested_and_documented() -> None:
     on_disk = {p.relative_to(EXAMPLES).with_suffix("").as_posix() for p in EXAMPLES.rglob("*.py")}
     # modules the processes of one example share
     on_disk -= {"cli_daemon/common", "workflow/common"}
-    assert on_disk == set(EXPECTED) | MULTI_PROCESS, (
+    assert on_disk == set(EXPECTED) | MULTI_PROCESS | SMALL, (
         "add the new example to EXPECTED (and to docs/examples.md)"
     )
     doc = (ROOT / "docs" / "examples.md").read_text()
