@@ -58,6 +58,14 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
+@nox.session(name="bench-tree")
+def bench_tree(session: nox.Session) -> None:
+    """arpc.md F5: HTTP load on a tree of aRPC replicas, each node held to 0.1 CPU
+    (benchmarks/bench_tree.py; extra arguments go to it, e.g. ``-- --quick``)."""
+    session.install(".")
+    session.run("python", "benchmarks/bench_tree.py", *session.posargs)
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the workflow demo: an orchestrator and 4 worker processes over aRPC

@@ -24,6 +24,13 @@ EXAMPLES = ROOT / "examples"
 TIME_LIMIT = 20.0
 
 EXPECTED: dict[str, list[str]] = {
+    "tree_state_source/flights": [
+        "flights schema: 10 flights x 5 gates",
+        "states: 148 = 10 x (9 + 5) + 8 (Exception, ErrNetwork, ErrHandlerTimeout, Start, "
+        "Ready, Healthcheck, Heartbeat, ErrOnClient)",
+        "  Flight1Departed: also removes Flight1GoToGate",
+        "  Flight1GoToGate: requires Flight1Outbound",
+    ],
     "basic": [
         "states: ['PowerOn', 'WaterLow', 'Brewing', 'Light', 'Descale', 'Exception']",
         "start: () [PowerOn:0 WaterLow:0 Brewing:0 Light:0 Descale:0 Exception:0]",
@@ -203,6 +210,8 @@ MULTI_PROCESS = {
     "browser/server",  # tests/browser drives it in Chromium
     "workflow/orchestrator",  # tests/test_workflow_example.py
     "workflow/worker",
+    "tree_state_source/node",  # tests/examples/test_tree.py
+    "tree_state_source/run",
 }
 
 #: The pattern examples; tests/test_examples_small.py runs them and checks their output.
