@@ -91,6 +91,10 @@ NO_UI = {"urwid"}
 LOGIC_MODULES = [
     ("telemetry/_wire.py", NO_IO),
     ("relay/_rules.py", NO_IO),
+    ("history/_records.py", NO_IO | {"sqlite3"}),
+    ("history/_query.py", NO_IO | {"sqlite3"}),
+    ("history/_base.py", NO_IO | {"sqlite3"}),
+    ("history/_memory.py", NO_IO | {"sqlite3"}),
     ("dbg/model.py", NO_UI),
     ("dbg/view.py", NO_UI),
     ("dbg/recording.py", NO_UI),

@@ -1,0 +1,1 @@
+"""Tests of trio_am.history (tools.md §3.2)."""
