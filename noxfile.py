@@ -19,7 +19,7 @@ nox.options.error_on_external_run = True
 nox.options.sessions = ["tests", "lint", "types"]
 
 ROOT = Path(__file__).parent
-LINT_PATHS = ("trio_am", "tests", "examples", "benchmarks", "noxfile.py")
+LINT_PATHS = ("trio_am", "tests", "examples", "benchmarks", "notebooks", "noxfile.py")
 
 
 def _existing(paths: tuple[str, ...]) -> list[str]:
@@ -77,6 +77,14 @@ def demo(session: nox.Session) -> None:
         *session.posargs,
         env={"EXIT_ON_COMPLETED": "1"},
     )
+
+
+@nox.session
+def notebooks(session: nox.Session) -> None:
+    """Execute every notebook in notebooks/ from a clean kernel; fail on any error
+    (extra arguments go to notebooks/run.py, e.g. ``-- --output executed``)."""
+    session.install("-e", ".[notebooks]")
+    session.run("python", "notebooks/run.py", *session.posargs)
 
 
 @nox.session

@@ -105,7 +105,9 @@ def browser_artifacts(request: pytest.FixtureRequest, artifacts_root: Path) -> A
     return art
 
 
-@pytest.fixture(scope="session")
+# Module scope: while Playwright's sync API runs, its asyncio loop stays registered as the
+# thread's running loop, which would leak into later tests (e.g. tests/test_jupyter.py).
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Any]:
     sync_api = pytest.importorskip(
         "playwright.sync_api",
