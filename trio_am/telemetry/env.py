@@ -41,10 +41,13 @@ variable                            effect here
 ``AM_HOSTNAME``                     returned by :func:`hostname` (trio_am ids hold no host
                                     name, so it only names the host in reports)
 ``AM_RPC_DBG``                      passed to ``bind_otel`` (trace RPC helper machines)
+``AM_REPL_ADDR``, ``AM_REPL_DIR``   :func:`trio_am.repl.bind_env_repl`: serve the machine
+                                    for ``trio-am repl`` (``1`` = ``127.0.0.1:0``) and
+                                    write ``<id>-repl.addr`` into the directory
 ==================================  =======================================================
 
 Other ``AM_*`` variables of the spec (``AM_DETECT_EVAL``, ``AM_TRACE_FILTER``,
-``AM_LOKI_ADDR``, ``AM_GRAFANA_*``, ``AM_RPC_LOG_*``, ``AM_REPL_*`` ...) are not acted on
+``AM_LOKI_ADDR``, ``AM_GRAFANA_*``, ``AM_RPC_LOG_*`` ...) are not acted on
 here; when set they are listed in :attr:`EnvBindings.ignored`.
 """
 
@@ -105,8 +108,6 @@ _NOT_HANDLED: Final = (
     "AM_GRAFANA_URL",
     "AM_GRAFANA_TOKEN",
     "AM_RELAY_DBG",
-    "AM_REPL_ADDR",
-    "AM_REPL_DIR",
     "AM_TEST_DBG_ADDR",
     "AM_DBG_WORKER_RPC_ADDR",
     "AM_DBG_WORKER_TELEMETRY_ADDR",
@@ -141,6 +142,8 @@ _HANDLED: Final = frozenset(
         "AM_OTEL_LOGS",
         "AM_HOSTNAME",
         "AM_RPC_DBG",
+        "AM_REPL_ADDR",
+        "AM_REPL_DIR",
         "AM_BREAKPOINTS",  # read by the core itself
     }
 )
@@ -167,6 +170,7 @@ class EnvBindings:
         otel_logger: the OpenTelemetry log binding of ``AM_OTEL_LOGS``, else None.
         debug: ``AM_DEBUG`` was applied.
         hostname: ``AM_HOSTNAME``, else None.
+        repl: the ``trio_am.repl.ReplBinding`` of ``AM_REPL_ADDR``, else None.
         warnings: switches that were set but could not be honoured, and why.
         ignored: set ``AM_*`` variables this module does not act on.
     """
@@ -187,6 +191,7 @@ class EnvBindings:
     otel_logger: Any = None
     debug: bool = False
     hostname: str | None = None
+    repl: Any = None
     warnings: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
@@ -207,6 +212,7 @@ class EnvBindings:
             "otel",
             "otel_logger",
             "debug",
+            "repl",
         ):
             value = getattr(self, name)
             if value is not None and value is not False and value != frozenset():
@@ -363,6 +369,7 @@ class _Config:
     otel_opts: dict[str, Any] = field(default_factory=dict)
     otel_logs: bool = False
     hostname: str | None = None
+    repl: Any = None
     ignored: list[str] = field(default_factory=list)
 
 
@@ -415,6 +422,10 @@ def _parse(env: Mapping[str, str]) -> _Config:
     _hex(env, "AM_OTEL_SPAN_ID")
     cfg.otel_logs = _flag(env, "AM_OTEL_LOGS")
     cfg.hostname = env.get("AM_HOSTNAME", "").strip() or None
+    if env.get("AM_REPL_ADDR", "").strip():
+        from ..repl import parse_repl_env
+
+        cfg.repl = parse_repl_env(env)
     cfg.ignored = sorted(
         k for k, v in env.items() if k.startswith("AM_") and v and k not in _HANDLED
     )
@@ -558,6 +569,14 @@ def bind_env(mach: Engine) -> EnvBindings:
 
     if cfg.healthcheck:
         _start_healthcheck(mach, out)
+
+    if cfg.repl is not None:
+        from ..repl import bind_env_repl
+
+        try:
+            out.repl = bind_env_repl(mach, env)
+        except RuntimeError as exc:
+            _warn(out, f"AM_REPL_ADDR: {exc}")
 
     with _LOCK:
         _BOUND[mach] = out
