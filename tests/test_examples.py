@@ -212,6 +212,10 @@ MULTI_PROCESS = {
     "workflow/worker",
     "tree_state_source/node",  # tests/examples/test_tree.py
     "tree_state_source/run",
+    "worker_pool/run",  # tests/node/test_example.py
+    "worker_pool/supervisor",
+    "worker_pool/client",
+    "worker_pool/worker",
 }
 
 #: The pattern examples; tests/test_examples_small.py runs them and checks their output.

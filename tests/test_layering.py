@@ -91,6 +91,9 @@ NO_UI = {"urwid"}
 LOGIC_MODULES = [
     ("telemetry/_wire.py", NO_IO),
     ("relay/_rules.py", NO_IO),
+    ("node/states.py", NO_IO),
+    ("node/_pool.py", NO_IO),
+    ("node/errors.py", NO_IO),
     ("history/_records.py", NO_IO | {"sqlite3"}),
     ("history/_query.py", NO_IO | {"sqlite3"}),
     ("history/_base.py", NO_IO | {"sqlite3"}),

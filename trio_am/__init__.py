@@ -153,6 +153,10 @@ _fix_module()
 def __getattr__(name: str) -> object:
     # aRPC loads on first use (``am.rpc``, ``am.NetMachine``): it pulls in the network
     # stack, which a purely local program does not need
+    if name == "node":
+        import importlib
+
+        return importlib.import_module("trio_am.node")
     if name == "rpc":
         import importlib
 
