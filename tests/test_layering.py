@@ -91,6 +91,12 @@ NO_UI = {"urwid"}
 LOGIC_MODULES = [
     ("telemetry/_wire.py", NO_IO),
     ("relay/_rules.py", NO_IO),
+    ("gen/_spec.py", NO_IO),
+    ("gen/_module.py", NO_IO),
+    ("vis/_text.py", NO_IO),
+    ("vis/_schema.py", NO_IO),
+    ("vis/_tx.py", NO_IO),
+    ("vis/_graph.py", NO_IO),
     ("node/states.py", NO_IO),
     ("node/_pool.py", NO_IO),
     ("node/errors.py", NO_IO),
