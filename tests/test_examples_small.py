@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trio_am as am
+from tests.test_examples import assert_lines_in_order
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -165,22 +166,6 @@ def run_example(name: str, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=TIMEOUT,
         cwd=ROOT,
     )
-
-
-def assert_lines_in_order(stdout: str, expected: list[str]) -> None:
-    lines = stdout.splitlines()
-    pos = 0
-    for want in expected:
-        for i in range(pos, len(lines)):
-            line = lines[i]
-            if re.fullmatch(want[3:], line) if want.startswith("re:") else line == want:
-                pos = i + 1
-                break
-        else:
-            pytest.fail(
-                f"expected line not found (in order) after line {pos}:\n  {want!r}\n"
-                f"--- stdout ---\n{stdout}"
-            )
 
 
 def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:

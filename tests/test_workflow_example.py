@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.support.proc_lines import ProcLines
 from trio_am.dbg.model import Model
 from trio_am.dbg.server import serve_dbg
 
@@ -37,45 +38,8 @@ PID_LINE = re.compile(r"\[(browser\d)\] ready on \S+ \(pid (\d+)\)")
 LIMIT = 60.0
 
 
-class Run:
+class Run(ProcLines):
     """A running orchestrator: its output so far, and waits on it."""
-
-    def __init__(self, proc: trio.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self.stderr = b""
-        self._new = trio.Event()
-        self.eof = False
-
-    async def pump(self) -> None:
-        assert self.proc.stdout is not None
-        buf = b""
-        while chunk := await self.proc.stdout.receive_some(65536):
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            self.lines += [line.decode() for line in done]
-            self._new.set()
-            self._new = trio.Event()
-        self.eof = True
-        self._new.set()
-
-    async def drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        while chunk := await self.proc.stderr.receive_some(65536):
-            self.stderr += chunk
-
-    async def wait_line(self, pattern: str) -> re.Match[str]:
-        regex = re.compile(pattern)
-        while True:
-            for line in self.lines:
-                if m := regex.search(line):
-                    return m
-            if self.eof:
-                raise AssertionError(f"no line like {pattern!r} in:\n" + self.text())
-            await self._new.wait()
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n--- stderr:\n" + self.stderr.decode(errors="replace")
 
     def pids(self) -> dict[str, int]:
         return {m[1]: int(m[2]) for line in self.lines if (m := PID_LINE.search(line))}

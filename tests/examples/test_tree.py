@@ -36,6 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trio_am as am
+from tests.support.proc_lines import ProcLines
 from trio_am import rpc
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -346,45 +347,8 @@ async def test_http_peer_vanishing_mid_request() -> None:
 
 
 # =========================================================================== the tree
-class Tree:
+class Tree(ProcLines):
     """run.py as a process: its output lines as they come, and HTTP helpers."""
-
-    def __init__(self, proc: trio.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self.err = b""
-        self._new = trio.Event()
-        self.eof = False
-
-    async def pump(self) -> None:
-        assert self.proc.stdout is not None
-        buf = b""
-        while chunk := await self.proc.stdout.receive_some(65536):
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            self.lines += [line.decode() for line in done]
-            self._new.set()
-            self._new = trio.Event()
-        self.eof = True
-        self._new.set()
-
-    async def drain_err(self) -> None:
-        assert self.proc.stderr is not None
-        while chunk := await self.proc.stderr.receive_some(65536):
-            self.err += chunk
-
-    async def wait_line(self, pattern: str, start: int = 0) -> re.Match[str]:
-        regex = re.compile(pattern)
-        while True:
-            for line in self.lines[start:]:
-                if m := regex.search(line):
-                    return m
-            if self.eof:
-                raise AssertionError(f"no line like {pattern!r} in:\n{self.text()}")
-            await self._new.wait()
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n--- stderr:\n" + self.err.decode(errors="replace")
 
     def ready(self) -> dict[str, tuple[str, str, int]]:
         """name -> (aRPC URL, HTTP URL, pid), the latest ready line of each node."""
@@ -462,7 +426,7 @@ async def tree(*args: str) -> AsyncIterator[Tree]:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(t.pump)
-            nursery.start_soon(t.drain_err)
+            nursery.start_soon(t.drain_stderr)
             try:
                 yield t
             finally:
@@ -592,7 +556,7 @@ async def test_tree_end_to_end() -> None:
             assert sorted(byes) == sorted(NAMES)
             assert byes.index("root") == 6
             await assert_gone(pids)
-    assert "Traceback" not in t.err.decode(), t.text()
+    assert "Traceback" not in t.stderr.decode(), t.text()
 
 
 async def test_tree_port_in_use_stops_the_launch() -> None:
@@ -604,7 +568,7 @@ async def test_tree_port_in_use_stops_the_launch() -> None:
             with trio.fail_after(LIMIT):
                 assert await t.proc.wait() == 1
                 await t.wait_line(r"^\[run\] stopped$")
-        err = t.err.decode()
+        err = t.stderr.decode()
         assert "[run] error: root exited with status 1 before it was ready" in err, t.text()
         assert "Address already in use" in t.text()
         assert "Traceback" not in err
